@@ -1,0 +1,162 @@
+import json
+
+import pytest
+import torch
+
+from models.autoencoder import (AutoencoderConfig, VQModel, autoencoder_state_dict_from_file,
+                                load_autoencoder, load_llamagen_weights, load_state_dict_strict)
+
+SCALES = [1, 2, 4, 8]
+ATOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def tiny_ae(tiny_dir):
+    # The expected numbers come from the autoencoder stored inside the generator checkpoint
+    # (`autoenc.*` of checkpoint-last.pth['model']); autoenc/checkpoint.pth holds different
+    # weights of the same shapes.
+    model = VQModel(AutoencoderConfig.from_yaml(tiny_dir / "autoenc" / "autoencoder_config.yaml"))
+    state_dict = autoencoder_state_dict_from_file(tiny_dir / "checkpoint-last.pth", prefix="autoenc.")
+    load_state_dict_strict(model, state_dict, "checkpoint-last.pth")
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def pyramid(tiny_ae, tiny_expected):
+    with torch.no_grad():
+        return tiny_ae.quantize_pyramid(tiny_expected["imgs"], SCALES)
+
+
+def test_config_from_fixture_yaml(tiny_dir):
+    cfg = AutoencoderConfig.from_yaml(tiny_dir / "autoenc" / "autoencoder_config.yaml")
+    assert (cfg.ch, cfg.ch_mult, cfg.num_res_blocks, cfg.z_channels) == (32, (1, 2, 2), 1, 32)
+    assert (cfg.embed_dim, cfg.n_embed, cfg.normalize, cfg.resolution) == (8, 64, True, 32)
+    assert VQModel(cfg).stride == 4
+
+
+def test_config_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        AutoencoderConfig.from_yaml(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  target: x.Y\n  params:\n    embed_dim: 8\n    ddconfig:\n      chh: 3\n")
+    with pytest.raises(ValueError, match=r"bad\.yaml.*chh"):
+        AutoencoderConfig.from_yaml(bad)
+    bad.write_text("model:\n  params:\n    codebook_size: 8\n")
+    with pytest.raises(ValueError, match=r"bad\.yaml.*codebook_size"):
+        AutoencoderConfig.from_yaml(bad)
+
+
+def test_encode_full(tiny_ae, tiny_expected):
+    with torch.no_grad():
+        z = tiny_ae.encode(tiny_expected["imgs"])
+    torch.testing.assert_close(z, tiny_expected["ae_encode_full"], atol=ATOL, rtol=0)
+
+
+def test_quantize_pyramid(pyramid, tiny_expected):
+    zqs, inds = pyramid
+    for i, s in enumerate(SCALES):
+        assert inds[i].dtype == torch.int64 and inds[i].shape == (3, s, s)
+        assert torch.equal(inds[i], tiny_expected[f"ae_q_inds_{i}"]), f"scale {s}"
+        torch.testing.assert_close(zqs[i], tiny_expected[f"ae_zq_{i}"], atol=ATOL, rtol=0)
+
+
+def test_lookup_and_encode_pyramid(tiny_ae, pyramid, tiny_expected):
+    zqs, inds = pyramid
+    torch.testing.assert_close(tiny_ae.lookup(inds[2]), zqs[2], atol=0, rtol=0)
+    with pytest.raises(ValueError, match="scale_sizes"):
+        tiny_ae.encode_pyramid(tiny_expected["imgs"])
+    tiny_ae.scale_sizes = [2, 8]
+    try:
+        with torch.no_grad():
+            got = tiny_ae.encode_pyramid(tiny_expected["imgs"])
+    finally:
+        tiny_ae.scale_sizes = None
+    assert torch.equal(got[0], inds[1]) and torch.equal(got[1], inds[3])
+
+
+def test_decode_last(tiny_ae, tiny_expected):
+    with torch.no_grad():
+        img = tiny_ae.decode(tiny_expected["ae_zq_3"])
+    torch.testing.assert_close(img, tiny_expected["ae_decode_last"], atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("s", SCALES)
+def test_rescale_latents(tiny_ae, tiny_expected, s):
+    z = tiny_ae.rescale_latents(tiny_expected["ae_zq_3"], s)
+    torch.testing.assert_close(z, tiny_expected[f"ae_rescale_latents_to_{s}"], atol=ATOL, rtol=0)
+
+
+def test_standalone_checkpoint_loads(tiny_dir):
+    model = load_autoencoder(tiny_dir / "autoenc" / "autoencoder_config.yaml",
+                             tiny_dir / "autoenc" / "checkpoint.pth")
+    assert not model.training and bool(model.quantize.initialized)
+    assert model.codebook().shape == (64, 8)
+    torch.testing.assert_close(model.codebook().norm(dim=1), torch.ones(64))
+
+
+@pytest.mark.parametrize("layout", ["state_dict", "model", "bare"])
+def test_state_dict_layouts(tmp_path, tiny_ae, layout):
+    sd = tiny_ae.state_dict()
+    torch.save(sd if layout == "bare" else {layout: sd}, tmp_path / "ae.pth")
+    got = autoencoder_state_dict_from_file(tmp_path / "ae.pth")
+    assert got.keys() == sd.keys()
+
+
+@pytest.mark.parametrize("change, key", [
+    ("missing", "decoder.conv_out.bias"),
+    ("unexpected", "encoder.extra.weight"),
+    ("shape", "quant_conv.weight"),
+])
+def test_strict_loader_names_keys(tmp_path, tiny_dir, tiny_ae, change, key):
+    sd = dict(tiny_ae.state_dict())
+    if change == "missing":
+        del sd[key]
+    elif change == "unexpected":
+        sd[key] = torch.zeros(1)
+    else:
+        sd[key] = torch.zeros(8, 16, 1, 1)
+    path = tmp_path / "broken.pth"
+    torch.save({"state_dict": sd}, path)
+    with pytest.raises(ValueError) as err:
+        load_autoencoder(tiny_dir / "autoenc" / "autoencoder_config.yaml", path)
+    message = str(err.value)
+    assert key in message and "broken.pth" in message and "\n" not in message
+
+
+def test_llamagen_layout(tmp_path, tiny_ae):
+    own = tiny_ae.state_dict()
+    sd = {k: v.clone() for k, v in own.items()
+          if k.startswith(("encoder.", "decoder.", "quant_conv.", "post_quant_conv."))}
+    sd["quantize.embedding.weight"] = torch.randn(64, 8)
+    sd["quantize.codebook_used"] = torch.zeros(65536)
+    torch.save({"model": sd}, tmp_path / "vq_ds16_c2i.pt")
+
+    model = VQModel(tiny_ae.config)
+    old_codebook = model.codebook().detach().clone()
+    load_llamagen_weights(model, tmp_path / "vq_ds16_c2i.pt")
+    assert torch.equal(model.encoder.conv_in.weight, own["encoder.conv_in.weight"])
+    assert torch.equal(model.post_quant_conv.bias, own["post_quant_conv.bias"])
+    assert torch.equal(model.codebook(), old_codebook)
+
+    load_llamagen_weights(model, tmp_path / "vq_ds16_c2i.pt", load_codebook=True)
+    torch.testing.assert_close(model.codebook(),
+                               torch.nn.functional.normalize(sd["quantize.embedding.weight"], dim=1))
+
+    del sd["decoder.mid.1.q.weight"]
+    torch.save({"model": sd}, tmp_path / "vq_ds16_c2i.pt")
+    with pytest.raises(ValueError, match=r"decoder\.mid\.1\.q\.weight"):
+        load_llamagen_weights(model, tmp_path / "vq_ds16_c2i.pt")
+
+
+def test_l_size_keys_match_official(shared_dir):
+    expected = {}
+    for line in (shared_dir / "reference" / "official_state_dict_L-2x.txt").read_text().splitlines():
+        if line.startswith("autoenc."):
+            key, shape, dtype = line.split("\t")
+            expected[key[len("autoenc."):]] = (json.loads(shape), dtype)
+    with torch.device("meta"):
+        model = VQModel(AutoencoderConfig())
+    got = {k: (list(v.shape), str(v.dtype).removeprefix("torch."))
+           for k, v in model.state_dict().items()}
+    assert got == expected
+    assert model.stride == 16
