@@ -338,15 +338,17 @@ def _mismatch_message(source, expected, got, keys=None):
     parts = [f"{name} {len(items)}: {', '.join(items[:5])}{', ...' if len(items) > 5 else ''}"
              for name, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shaped))
              if items]
-    return f"{source}: state dict does not fit the autoencoder ({'; '.join(parts)})" if parts else None
+    return f"{source}: state dict does not fit the model ({'; '.join(parts)})" if parts else None
 
 
-def load_state_dict_strict(model, state_dict, source="state dict"):
-    """Strict load that reports every kind of mismatch in one ValueError line."""
+def load_state_dict_strict(model, state_dict, source="state dict", assign=False):
+    """Strict load that reports every kind of mismatch in one ValueError line.
+
+    `assign=True` adopts the given tensors, for models built on the meta device."""
     message = _mismatch_message(source, model.state_dict(), state_dict)
     if message:
         raise ValueError(message)
-    model.load_state_dict(state_dict, strict=True)
+    model.load_state_dict(state_dict, strict=True, assign=assign)
 
 
 def load_autoencoder(config_path, checkpoint_path=None, map_location="cpu") -> VQModel:

@@ -1,0 +1,89 @@
+"""Reading the published file formats: config.yaml + checkpoint-last.pth (SPEC 8)."""
+import argparse
+from pathlib import Path
+
+import torch
+import yaml
+
+from .autoencoder import AutoencoderConfig, VQModel, autoencoder_state_dict_from_file, load_state_dict_strict
+from .generator import CheckerboardGenerator, GeneratorConfig
+
+
+def read_config(path) -> tuple[dict, dict]:
+    """(model section, args section) of a config file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config not found: {path}")
+    with open(path) as f:
+        data = yaml.safe_load(f)
+    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+        raise ValueError(f"{path}: no 'model:' section")
+    return data["model"], data.get("args") or {}
+
+
+def resolve_path(p, config_dir) -> Path:
+    """Published configs name paths relative to the published repository's working directory:
+    try the working directory first, then the config's folder."""
+    p = Path(p)
+    if p.is_absolute() or p.exists():
+        return p
+    beside = Path(config_dir) / p
+    if beside.exists():
+        return beside
+    raise FileNotFoundError(f"'{p}' not found relative to the working directory or to {config_dir}")
+
+
+def build_generator(model_section: dict, config_dir, load_autoencoder_weights: bool = True,
+                    source: str = "config") -> CheckerboardGenerator:
+    """A generator from a `model:` section; the autoencoder's weights come from its checkpoint
+    (training from scratch) or are left for the generator checkpoint to fill (loading)."""
+    cfg = GeneratorConfig.from_dict(model_section, source)
+    ae_config = AutoencoderConfig.from_yaml(resolve_path(cfg.autoenc.config_path, config_dir))
+    for key, value in cfg.autoenc.params.items():
+        if key in AutoencoderConfig.IGNORED_PARAMS:
+            continue
+        if not hasattr(ae_config, key):
+            raise ValueError(f"{source}: unknown key 'model.autoenc.params.{key}'")
+        setattr(ae_config, key, value)
+    autoencoder = VQModel(ae_config)
+    if load_autoencoder_weights:
+        if not cfg.autoenc.checkpoint_path:
+            raise ValueError(f"{source}: model.autoenc.checkpoint_path is required to train a generator")
+        ae_path = resolve_path(cfg.autoenc.checkpoint_path, config_dir)
+        load_state_dict_strict(autoencoder, autoencoder_state_dict_from_file(ae_path), str(ae_path))
+    return CheckerboardGenerator(cfg, autoencoder)
+
+
+def load_checkpoint_file(path) -> dict:
+    """torch.load with weights only; the published files carry an argparse.Namespace."""
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def checkpoint_paths(path) -> tuple[Path, Path]:
+    """(checkpoint file, config.yaml) from a checkpoint file or a model folder."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoint-last.pth"
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    config = path.parent / "config.yaml"
+    if not config.is_file():
+        raise FileNotFoundError(f"config.yaml not found beside the checkpoint: {config}")
+    return path, config
+
+
+def load_model(path, use_ema: bool = False, device="cpu") -> CheckerboardGenerator:
+    """A generator in eval mode from a published-layout checkpoint (file or folder), loaded strictly."""
+    ckpt_path, config_path = checkpoint_paths(path)
+    model_section, _ = read_config(config_path)
+    with torch.device("meta"):
+        model = build_generator(model_section, config_path.parent, load_autoencoder_weights=False,
+                                source=str(config_path))
+    ckpt = load_checkpoint_file(ckpt_path)
+    key = "model_ema" if use_ema else "model"
+    state_dict = ckpt.get(key) if isinstance(ckpt, dict) else None
+    if not isinstance(state_dict, dict):
+        raise ValueError(f"{ckpt_path}: no '{key}' state dict in the checkpoint")
+    load_state_dict_strict(model, state_dict, str(ckpt_path), assign=True)
+    return model.to(device).eval()

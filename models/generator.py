@@ -1,0 +1,347 @@
+"""The progressive checkerboard generator: inputs (SPEC 4), teacher-forced loss (SPEC 6)."""
+import random
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .autoencoder import VQModel
+from .checkerboard import checkerboard_order, scale_ratio_from_config, scale_sizes
+from .transformer import Transformer, TransformerConfig
+
+
+@dataclass
+class LlamaConfig:
+    hidden_size: int
+    intermediate_size: int
+    num_attention_heads: int
+    num_hidden_layers: int
+
+
+@dataclass
+class AutoencSection:
+    config_path: str
+    checkpoint_path: str | None = None
+    params: dict = field(default_factory=dict)
+
+
+@dataclass
+class GeneratorConfig:
+    """The `model:` section of a config file (published key names)."""
+
+    img_size: int
+    llama_config: LlamaConfig
+    autoenc: AutoencSection
+    num_classes: int = 1000
+    class_cond: bool = True
+    num_mixing_layers: int = 2
+    scale_ratio: float = 2.0
+    scale_min_size: int = 1
+    random_block_size: bool = True
+    random_replace: float = 0.1
+    random_replace_sampled: bool = False
+    use_head_mlp: bool = False
+    label_drop_prob: float = 0.1
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config") -> "GeneratorConfig":
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown key(s) in model section: {', '.join(unknown)}")
+        missing = [k for k in ("img_size", "llama_config", "autoenc") if k not in d]
+        if missing:
+            raise ValueError(f"{source}: model section is missing {', '.join(missing)}")
+        d = dict(d)
+        try:
+            d["llama_config"] = LlamaConfig(**d["llama_config"])
+            d["autoenc"] = AutoencSection(**d["autoenc"])
+        except TypeError as e:
+            raise ValueError(f"{source}: {e}") from None
+        d["scale_ratio"] = scale_ratio_from_config(d.get("scale_ratio", 2.0))
+        cfg = cls(**d)
+        if cfg.use_head_mlp:
+            raise ValueError(f"{source}: use_head_mlp: true is not supported (the published models use false)")
+        if cfg.random_replace_sampled:
+            raise ValueError(f"{source}: random_replace_sampled: true is not supported (the published models use false)")
+        return cfg
+
+    def transformer_config(self) -> TransformerConfig:
+        lc = self.llama_config
+        return TransformerConfig(lc.hidden_size, lc.num_hidden_layers, lc.num_attention_heads,
+                                 lc.intermediate_size, self.num_mixing_layers, self.class_cond)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each token of the sequence (class token excluded) sits and which token it reads.
+
+    Tokens run scale by scale, smallest first, each scale in checkerboard order.
+    """
+
+    cell: torch.Tensor  # (N,) flat index y*s+x inside its scale
+    pos_id: torch.Tensor  # (N,) row of the shared position table
+    prev: torch.Tensor  # (N,) sequence index of t', -1 for "empty"
+    block: torch.Tensor  # (N,) block index counted from 0 over all scales
+    scale_bounds: tuple  # ((start, end), ...) per scale
+    block_bounds: tuple  # ((start, end), ...) per block
+
+
+def build_layout(sizes: tuple, blocks: tuple) -> Layout:
+    """blocks: per scale (block, merge_remainder); a merged remainder reads "empty" as its t'."""
+    cell, pos_id, prev, block_ids, scale_bounds, block_bounds = [], [], [], [], [], []
+    offset = 0
+    for s, (block, merge) in zip(sizes, blocks):
+        n = s * s
+        start = len(cell)
+        cell += checkerboard_order(s).tolist()
+        pos_id += [offset + c for c in cell[start:]]
+        full = n // block
+        edges = list(range(0, full * block + 1, block))
+        if n % block:
+            if merge and full >= 1:
+                edges[-1] = n
+            else:
+                edges.append(n)
+        for b, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+            block_bounds.append((start + lo, start + hi))
+            for r in range(lo, hi):
+                block_ids.append(len(block_bounds) - 1)
+                reads_empty = b == 0 or r - lo >= block
+                prev.append(-1 if reads_empty else start + r - block)
+        scale_bounds.append((start, start + n))
+        offset += n
+    as_tensor = lambda v: torch.tensor(v, dtype=torch.long)  # noqa: E731
+    return Layout(as_tensor(cell), as_tensor(pos_id), as_tensor(prev), as_tensor(block_ids),
+                  tuple(scale_bounds), tuple(block_bounds))
+
+
+@lru_cache(maxsize=64)
+def steps_layout(sizes: tuple, steps: tuple) -> Layout:
+    return build_layout(sizes, tuple((max(1, s * s // p), False) for s, p in zip(sizes, steps)))
+
+
+def random_block(n: int, rng: random.Random) -> int:
+    """SPEC 6: x in 1..floor(sqrt n), then x or n // x with equal odds, never sqrt(n) twice."""
+    m = int(np.floor(np.sqrt(n)))
+    while True:
+        x = rng.randint(1, m)
+        if rng.random() < 0.5:
+            return x
+        if x == m and n % m == 0:
+            continue
+        return n // x
+
+
+class CodeVectorMLP(nn.Module):
+    def __init__(self, embed_dim: int, dim: int, hidden: int = 64):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(embed_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+                                 nn.Linear(hidden, dim))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class CheckerboardGenerator(nn.Module):
+    def __init__(self, cfg: GeneratorConfig, autoencoder: VQModel):
+        super().__init__()
+        self.cfg = cfg
+        tcfg = cfg.transformer_config()
+        C = tcfg.dim
+        if cfg.img_size % autoencoder.stride:
+            raise ValueError(f"img_size {cfg.img_size} is not a multiple of the autoencoder stride {autoencoder.stride}")
+        self.scale_sizes = scale_sizes(cfg.img_size // autoencoder.stride, cfg.scale_ratio, cfg.scale_min_size)
+        self.num_tokens = sum(s * s for s in self.scale_sizes)
+        # Extra rotary rows after the grid cells.
+        self.class_pos_id, self.empty_pos_id = self.num_tokens, self.num_tokens + 1
+
+        self.empty_token_emb = nn.Parameter(torch.randn(C) * 0.02)
+        self.empty_token_pos = nn.Parameter(torch.randn(C) * 0.02)
+        self.autoenc = autoencoder
+        self.autoenc.scale_sizes = self.scale_sizes
+        self.autoenc.requires_grad_(False)
+        self.llama = Transformer(tcfg, self.scale_sizes)
+        if cfg.class_cond:
+            self.class_embeddings = nn.Embedding(cfg.num_classes + 1, C)  # last row: "no class"
+        self.embed_positions = nn.Embedding(self.num_tokens, C)
+        self.embed_codevecs_mlp = CodeVectorMLP(autoencoder.config.embed_dim, C)
+        self.src_latents_proj = nn.Linear(C, C)
+        self.combine_inputs = nn.Linear(4 * C, C)
+        self.lm_head = nn.Linear(C, autoencoder.config.n_embed)
+        self._block_rng = random.Random(0)
+
+    @property
+    def autoencoder(self) -> VQModel:
+        return self.autoenc
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.autoenc.eval()  # frozen: its layers never switch to training behaviour
+        return self
+
+    def seed_block_sizes(self, seed: int):
+        """The random block sizes of training come from a host RNG; seed it for exact resumes."""
+        self._block_rng.seed(seed)
+
+    # ---- layouts -------------------------------------------------------------------------
+    def steps_per_scale_list(self, steps_per_scale) -> tuple:
+        if isinstance(steps_per_scale, int):
+            return (steps_per_scale,) * len(self.scale_sizes)
+        steps = tuple(int(p) for p in steps_per_scale)
+        if len(steps) != len(self.scale_sizes):
+            raise ValueError(f"steps_per_scale has {len(steps)} entries but the model has "
+                             f"{len(self.scale_sizes)} scales {self.scale_sizes}")
+        if min(steps) < 1:
+            raise ValueError(f"steps_per_scale entries must be >= 1, got {list(steps)}")
+        return steps
+
+    def layout(self, steps_per_scale=4) -> Layout:
+        return steps_layout(tuple(self.scale_sizes), self.steps_per_scale_list(steps_per_scale))
+
+    def random_layout(self) -> Layout:
+        rng = self._block_rng
+        blocks = tuple((random_block(s * s, rng), rng.random() < 0.5) for s in self.scale_sizes)
+        return build_layout(tuple(self.scale_sizes), blocks)
+
+    # ---- inputs --------------------------------------------------------------------------
+    def check_labels(self, labels):
+        if not self.cfg.class_cond:
+            if labels is not None:
+                raise ValueError("this model is unconditional: pass labels=None")
+            return
+        if labels is None:
+            raise ValueError("this model is class-conditional: labels are required")
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.cfg.num_classes):
+            raise ValueError(f"labels must be in 0..{self.cfg.num_classes - 1}, got "
+                             f"{sorted(set(labels.tolist()))[:5]}...")
+
+    def embed_sources(self, z_up):
+        """z_up (B, n, 8) code vectors of the previous scale rescaled to this one -> (B, n, C)."""
+        return self.src_latents_proj(self.embed_codevecs_mlp(z_up))
+
+    def token_inputs(self, layout: Layout, lo: int, hi: int, src, gt_prev, has_prev):
+        """Input vectors (B, hi-lo, C) of tokens lo..hi-1; gt_prev (B, n, C) is the embedding of
+        t' where has_prev (n,) is true and ignored elsewhere."""
+        pos_table = self.embed_positions.weight
+        pos = pos_table[layout.pos_id[lo:hi]]  # (n, C)
+        prev = layout.prev[lo:hi]
+        has = has_prev[:, None]
+        pos_prev = torch.where(has, pos_table[layout.pos_id[prev.clamp(min=0)]], self.empty_token_pos)
+        gt_prev = torch.where(has, gt_prev, self.empty_token_emb)
+        B = src.shape[0]
+        x = torch.cat([pos.expand(B, -1, -1), src, pos_prev.expand(B, -1, -1), gt_prev], dim=-1)  # (B, n, 4C)
+        return self.combine_inputs(x)
+
+    def rotary_ids(self, layout: Layout):
+        prev = layout.prev
+        prev_ids = torch.where(prev >= 0, layout.pos_id[prev.clamp(min=0)], self.empty_pos_id)
+        return layout.pos_id, prev_ids
+
+    def upsampled_sources(self, codes: list) -> list:
+        """Per scale, the previous scale's code vectors rescaled to it (B, 8, s, s); the first
+        scale has no previous one and reads zero vectors (still embedded and projected)."""
+        first = torch.zeros_like(codes[0])
+        return [first] + [self.autoenc.rescale_latents(z, s) for z, s in zip(codes[:-1], self.scale_sizes[1:])]
+
+    # ---- teacher forcing -----------------------------------------------------------------
+    def forward(self, indices: list, labels=None, steps_per_scale=4):
+        """Teacher-forced logits (B, N, n_embed) from per-scale code indices [(B, s, s), ...].
+
+        In training mode the SPEC 6 regularisers apply and `steps_per_scale` is unused.
+        """
+        training = self.training
+        layout = self.random_layout() if training and self.cfg.random_block_size else self.layout(steps_per_scale)
+        layout = _to_device(layout, indices[0].device)
+        B = indices[0].shape[0]
+        codes = [self.autoenc.lookup(ind) for ind in indices]  # (B, 8, s, s) per scale
+        prev_codes = codes
+        if training and self.cfg.random_replace > 0:
+            prev_codes = [self._random_replace(z) for z in codes]
+        z_up = self.upsampled_sources(prev_codes)
+
+        seq_codes, src = [], []
+        for k, (lo, hi) in enumerate(layout.scale_bounds):
+            order = layout.cell[lo:hi]
+            seq_codes.append(codes[k].flatten(2)[:, :, order])
+            src.append(self.embed_sources(z_up[k].flatten(2)[:, :, order].transpose(1, 2)))
+        seq_codes = torch.cat(seq_codes, dim=2).transpose(1, 2)  # (B, N, 8)
+        src = torch.cat(src, dim=1)  # (B, N, C)
+        gt = self.embed_codevecs_mlp(seq_codes)  # (B, N, C)
+        has_prev = layout.prev >= 0
+        gt_prev = gt[:, layout.prev.clamp(min=0)]
+        x = self.token_inputs(layout, 0, len(layout.cell), src, gt_prev, has_prev)  # (B, N, C)
+
+        pos_ids, prev_ids = self.rotary_ids(layout)
+        block = layout.block
+        cond = None
+        if self.cfg.class_cond:
+            self.check_labels(labels)
+            if training and self.cfg.label_drop_prob > 0:
+                drop = torch.rand(B, device=labels.device) < self.cfg.label_drop_prob
+                labels = torch.where(drop, self.cfg.num_classes, labels)
+            cond = self.class_embeddings(labels)  # (B, C)
+            x = torch.cat([cond[:, None], x], dim=1)
+            cls = torch.tensor([self.class_pos_id], device=block.device)
+            pos_ids, prev_ids = torch.cat([cls, pos_ids]), torch.cat([cls, prev_ids])
+            block = torch.cat([block.new_zeros(1), block + 1])
+        else:
+            self.check_labels(labels)
+        mask = block[None, :] <= block[:, None]  # (L, L) own block and all earlier ones
+        h = self.llama(x, cond, pos_ids, prev_ids, mask)
+        if self.cfg.class_cond:
+            h = h[:, 1:]
+        return self.lm_head(h)  # (B, N, n_embed)
+
+    def _random_replace(self, z):
+        """Swap a share of code vectors for random codebook rows (SPEC 6)."""
+        B, _, s, _ = z.shape
+        book = self.autoenc.codebook()
+        replace = torch.rand(B, 1, s, s, device=z.device) < self.cfg.random_replace
+        random_codes = book[torch.randint(0, book.shape[0], (B, s, s), device=z.device)].permute(0, 3, 1, 2)
+        return torch.where(replace, random_codes, z)
+
+    def sequence_targets(self, indices: list, layout: Layout):
+        return torch.cat([ind.flatten(1)[:, layout.cell[lo:hi].to(ind.device)]
+                          for ind, (lo, hi) in zip(indices, layout.scale_bounds)], dim=1)  # (B, N)
+
+    def loss(self, indices: list, labels=None, steps_per_scale=4):
+        """Mean cross entropy over all tokens, plus per-scale loss / top-1 as tensors (no host sync)."""
+        logits = self(indices, labels, steps_per_scale)
+        layout = self.layout(steps_per_scale)  # only the token order is read, the same for every layout
+        targets = self.sequence_targets(indices, layout)
+        ce = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none").view_as(targets)
+        correct = (logits.argmax(-1) == targets).float()
+        stats = {"loss_total": ce.mean()}
+        for s, (lo, hi) in zip(self.scale_sizes, layout.scale_bounds):
+            stats[f"loss_scale_size{s}"] = ce[:, lo:hi].mean()
+            stats[f"top1_acc_scale_size{s}"] = correct[:, lo:hi].mean()
+        return stats["loss_total"], stats
+
+    @torch.no_grad()
+    def teacher_forced_logits(self, imgs, labels=None, steps_per_scale=4):
+        """(B, N, n_embed) logits in eval mode, tokens by scale then checkerboard rank."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self(self.autoenc.encode_pyramid(imgs, self.scale_sizes), labels, steps_per_scale)
+        finally:
+            self.train(was_training)
+
+    def generate(self, labels=None, batch_size=None, cfg=0.0, cfg_start_step=5, steps_per_scale=4,
+                 temperature=1.0, generator=None, return_trace=False):
+        from .sampler import generate
+
+        return generate(self, labels=labels, batch_size=batch_size, cfg=cfg, cfg_start_step=cfg_start_step,
+                        steps_per_scale=steps_per_scale, temperature=temperature, generator=generator,
+                        return_trace=return_trace)
+
+
+def _to_device(layout: Layout, device) -> Layout:
+    if layout.cell.device == torch.device(device):
+        return layout
+    return Layout(layout.cell.to(device), layout.pos_id.to(device), layout.prev.to(device),
+                  layout.block.to(device), layout.scale_bounds, layout.block_bounds)

@@ -1,0 +1,200 @@
+"""Blockwise-causal Llama transformer with class AdaLN and a learned rotary table (SPEC 5)."""
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.utils import parametrize
+
+
+@dataclass
+class TransformerConfig:
+    dim: int
+    n_layers: int
+    n_heads: int
+    intermediate_size: int
+    num_mixing_layers: int
+    class_cond: bool
+    norm_eps: float = 1e-6
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    @property
+    def ffn_hidden(self) -> int:
+        return -(-self.intermediate_size // 256) * 256
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+
+class AdaLN(nn.Module):
+    """x * scale + shift from the sample's class embedding; starts as the identity."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
+        nn.init.zeros_(self.adaLN_modulation[1].weight)
+        with torch.no_grad():
+            self.adaLN_modulation[1].bias.copy_(torch.cat([torch.zeros(dim), torch.ones(dim)]))
+
+    def forward(self, x, cond):
+        shift, scale = self.adaLN_modulation(cond).unsqueeze(1).chunk(2, dim=-1)  # (B, 1, C) each
+        return x * scale + shift
+
+
+class KVCache(nn.Module):
+    """Preallocated once at a fixed shape and written in place, so every step has static shapes."""
+
+    def __init__(self, batch: int, n_heads: int, max_len: int, head_dim: int, dtype, device):
+        super().__init__()
+        shape = (batch, n_heads, max_len, head_dim)
+        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+
+    def update(self, input_pos, k, v):
+        self.k.index_copy_(2, input_pos, k)
+        self.v.index_copy_(2, input_pos, v)
+        return self.k, self.v
+
+
+def apply_rotary(x, rot):
+    """x (B, H, L, d); rot (..., L, d, 2) holding (cos, sin) per dimension."""
+    cos, sin = rot.unbind(-1)
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.n_heads, self.head_dim = cfg.n_heads, cfg.head_dim
+        self.wqkv = nn.Linear(cfg.dim, 3 * cfg.dim, bias=False)
+        self.wo = nn.Linear(cfg.dim, cfg.dim, bias=False)
+        self.kv_cache: KVCache | None = None
+
+    def forward(self, x, rot_q, rot_k, mask, input_pos=None):
+        B, L, C = x.shape
+        q, k, v = self.wqkv(x).view(B, L, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (B, H, L, d)
+        q, k = apply_rotary(q, rot_q), apply_rotary(k, rot_k)
+        if self.kv_cache is not None:
+            k, v = self.kv_cache.update(input_pos, k, v)  # (B, H, max_len, d)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, L, d)
+        return self.wo(y.transpose(1, 2).reshape(B, L, C))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.w1 = nn.Linear(cfg.dim, cfg.ffn_hidden, bias=False)
+        self.w3 = nn.Linear(cfg.dim, cfg.ffn_hidden, bias=False)
+        self.w2 = nn.Linear(cfg.ffn_hidden, cfg.dim, bias=False)
+
+    def forward(self, x):
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.attention = Attention(cfg)
+        self.feed_forward = FeedForward(cfg)
+        self.attention_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        if cfg.class_cond:
+            self.input_modulation = AdaLN(cfg.dim)
+            self.post_attention_modulation = AdaLN(cfg.dim)
+
+    def forward(self, x, cond, rot_q, rot_k, mask, input_pos=None):
+        h = self.attention_norm(x)
+        if cond is not None:
+            h = self.input_modulation(h, cond)
+        x = x + self.attention(h, rot_q, rot_k, mask, input_pos)
+        h = self.ffn_norm(x)
+        if cond is not None:
+            h = self.post_attention_modulation(h, cond)
+        return x + self.feed_forward(h)
+
+
+class UnitComplex(nn.Module):
+    """Renormalises each stored (re, im) pair to modulus 1."""
+
+    def forward(self, w):
+        pairs = w.view(*w.shape[:-1], -1, 2)
+        return (pairs / pairs.norm(dim=-1, keepdim=True)).view_as(w)
+
+
+def init_rotary_table(scale_sizes: list[int], head_dim: int) -> torch.Tensor:
+    """(sum s^2 + 2, head_dim, 2) unit complex numbers: every cell of every scale, then class, empty."""
+    d = head_dim
+    f = d - d // 8
+    f -= f % 2
+    largest = scale_sizes[-1]
+    freqs = (largest**2) ** (-2 * torch.arange(f // 2, dtype=torch.float64) / f)  # (f/2,)
+    scale_freqs = (math.pi / 2) * 10 ** (-torch.arange(d - f, dtype=torch.float64) / (d - f))
+    rows = []
+    for index, s in enumerate(scale_sizes):
+        stride = largest / s
+        y, x = torch.meshgrid(torch.arange(s, dtype=torch.float64), torch.arange(s, dtype=torch.float64), indexing="ij")
+        ax = (stride * x.reshape(-1, 1) + 1) * freqs  # (s*s, f/2)
+        ay = (stride * y.reshape(-1, 1) + 1) * freqs
+        ascale = (scale_freqs * (index + 1)).expand(s * s, -1)
+        rows.append(torch.cat([ax, ay, ascale], dim=1))
+    angles = torch.cat(rows + [torch.zeros(2, d, dtype=torch.float64)])
+    return torch.stack([angles.cos(), angles.sin()], dim=-1).float()
+
+
+class RotaryTable(nn.Module):
+    def __init__(self, cfg: TransformerConfig, scale_sizes: list[int]):
+        super().__init__()
+        table = init_rotary_table(scale_sizes, cfg.head_dim)
+        self.position_embeddings = nn.Embedding(table.shape[0], 2 * cfg.head_dim)
+        with torch.no_grad():
+            self.position_embeddings.weight.copy_(table.flatten(1))
+        parametrize.register_parametrization(self.position_embeddings, "weight", UnitComplex())
+        self.mixing_coeffs = nn.Parameter(torch.zeros(cfg.num_mixing_layers, cfg.n_heads))
+
+    def forward(self, pos_ids, prev_ids):
+        """Query rows (L, d, 2) and, per mixing layer, the mixed key rows (H, L, d, 2)."""
+        table = self.position_embeddings.weight
+        rq = table[pos_ids].unflatten(-1, (-1, 2))  # (L, d, 2)
+        rp = table[prev_ids].unflatten(-1, (-1, 2))
+        a = torch.sigmoid(self.mixing_coeffs)[:, :, None, None, None]  # (M, H, 1, 1, 1)
+        rk = a * rq + (1 - a) * rp  # (M, H, L, d, 2)
+        return rq, rk.unbind(0)
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: TransformerConfig, scale_sizes: list[int]):
+        super().__init__()
+        self.cfg = cfg
+        self.layers = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.rotary_emb = RotaryTable(cfg, scale_sizes)
+
+    def setup_caches(self, batch: int, max_len: int, dtype, device):
+        for layer in self.layers:
+            layer.attention.kv_cache = KVCache(batch, self.cfg.n_heads, max_len, self.cfg.head_dim, dtype, device)
+
+    def clear_caches(self):
+        for layer in self.layers:
+            layer.attention.kv_cache = None
+
+    def forward(self, x, cond, pos_ids, prev_ids, mask, input_pos=None):
+        """x (B, L, C); cond (B, C) or None; pos_ids/prev_ids (L,) rotary rows; mask (L, S) bool."""
+        rot_q, rot_k_mixed = self.rotary_emb(pos_ids, prev_ids)
+        for i, layer in enumerate(self.layers):
+            rot_k = rot_k_mixed[i] if i < len(rot_k_mixed) else rot_q
+            x = layer(x, cond, rot_q, rot_k, mask, input_pos)
+        return self.norm(x)  # (B, L, C)
