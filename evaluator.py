@@ -40,7 +40,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
     mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
     sigma1, sigma2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
-        raise ValueError(f"statistics differ in shape: {mu1.shape} vs {mu2.shape}, {sigma1.shape} vs {sigma2.shape}")
+        raise ValueError(f"statistics differ in shape: {mu1.shape} vs {mu2.shape}, "
+                         f"{sigma1.shape} vs {sigma2.shape}")
     diff = mu1 - mu2
     # ADM passes disp=False only to get the error estimate it ignores; the root is the same,
     # and scipy 1.17 deprecates the argument.
@@ -275,8 +276,8 @@ class Inception:
         self.sess = tf.Session(graph=tf.Graph(), config=config)
         with self.sess.graph.as_default():
             self.images = tf.placeholder(tf.float32, [None, None, None, 3])
-            pool, spatial, matmul = tf.import_graph_def(
-                graph_def, input_map={INPUT: self.images}, return_elements=[POOL, SPATIAL, LOGITS], name="inception")
+            pool, spatial, matmul = tf.import_graph_def(graph_def, input_map={INPUT: self.images},
+                                                        return_elements=[POOL, SPATIAL, LOGITS], name="inception")
             self.features = pool, spatial[..., :7]
             # ADM: class probabilities from the pool features and the logits weight, no bias
             self.pool = tf.placeholder(tf.float32, [None, None])
@@ -316,10 +317,11 @@ def evaluate(ref_path, sample_path, inception_graph=None, batch_size=64, save_st
     if save_stats:
         np.savez(save_stats, pool=ref_pool, **ref_stats)
     precision, recall = precision_recall(ref_pool, sample_pool)
+    s, r = sample_stats, ref_stats
     return {
         "Inception Score": inception_score(net.class_probs(sample_pool)),
-        "FID": frechet_distance(sample_stats["mu"], sample_stats["sigma"], ref_stats["mu"], ref_stats["sigma"]),
-        "sFID": frechet_distance(sample_stats["mu_s"], sample_stats["sigma_s"], ref_stats["mu_s"], ref_stats["sigma_s"]),
+        "FID": frechet_distance(s["mu"], s["sigma"], r["mu"], r["sigma"]),
+        "sFID": frechet_distance(s["mu_s"], s["sigma_s"], r["mu_s"], r["sigma_s"]),
         "Precision": precision,
         "Recall": recall,
     }
@@ -327,12 +329,14 @@ def evaluate(ref_path, sample_path, inception_graph=None, batch_size=64, save_st
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="evaluator.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("ref", help="reference batch: npz (arr_0 uint8 NHWC, optional mu/sigma/mu_s/sigma_s) or image folder")
+    parser.add_argument("ref", help="reference batch: npz (arr_0 uint8 NHWC, optional mu/sigma/mu_s/sigma_s), "
+                                    "image folder or a --save_stats npz")
     parser.add_argument("sample", help="sample batch: npz or folder of .png/.npy images")
     parser.add_argument("--inception_graph", help=f"path to {GRAPH_NAME} (default: cached copy, downloaded once)")
     parser.add_argument("--output_file", help="also write the results here")
     parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--save_stats", help="write REF's statistics (mu, sigma, mu_s, sigma_s, pool) to this npz, usable as REF")
+    parser.add_argument("--save_stats",
+                        help="write REF's statistics (mu, sigma, mu_s, sigma_s, pool) to this npz, usable as REF")
     args = parser.parse_args(argv)
     try:
         results = evaluate(args.ref, args.sample, args.inception_graph, args.batch_size, args.save_stats)
