@@ -1,7 +1,6 @@
 """The progressive checkerboard generator: inputs (SPEC 4), teacher-forced loss (SPEC 6)."""
 import random
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import numpy as np
 import torch
@@ -77,20 +76,27 @@ class GeneratorConfig:
 
 @dataclass(frozen=True)
 class Layout:
-    """Where each token of the sequence (class token excluded) sits and which token it reads.
+    """Where each token of the sequence sits and which token it reads, as device tensors.
 
-    Tokens run scale by scale, smallest first, each scale in checkerboard order.
+    Tokens run scale by scale, smallest first, each scale in checkerboard order; N tokens,
+    plus the class token in front (n_cls = 1) for a class-conditional model: L = n_cls + N.
     """
 
     cell: torch.Tensor  # (N,) flat index y*s+x inside its scale
     pos_id: torch.Tensor  # (N,) row of the shared position table
-    prev: torch.Tensor  # (N,) sequence index of t', -1 for "empty"
+    prev_index: torch.Tensor  # (N,) sequence index of t' (0 where it is "empty")
+    prev_pos_id: torch.Tensor  # (N,) position row of t' (0 where it is "empty")
+    has_prev: torch.Tensor  # (N,) bool: t' exists (not "empty")
     block: torch.Tensor  # (N,) block index counted from 0 over all scales
-    scale_bounds: tuple  # ((start, end), ...) per scale
-    block_bounds: tuple  # ((start, end), ...) per block
+    rot_pos: torch.Tensor  # (L,) rotary row of each token, class token included
+    rot_prev: torch.Tensor  # (L,) rotary row of its t' (class id for the class token, else empty id)
+    mask: torch.Tensor  # (L, L) bool: a token sees its own block and all earlier ones
+    n_cls: int
+    scale_bounds: tuple  # ((start, end), ...) per scale, in token indices (class token excluded)
+    block_bounds: tuple  # ((start, end), ...) per block, likewise
 
 
-def build_layout(sizes: tuple, blocks: tuple) -> Layout:
+def build_layout(sizes: tuple, blocks: tuple, n_cls: int, class_id: int, empty_id: int, device) -> Layout:
     """blocks: per scale (block, merge_remainder); a merged remainder reads "empty" as its t'."""
     cell, pos_id, prev, block_ids, scale_bounds, block_bounds = [], [], [], [], [], []
     offset = 0
@@ -114,14 +120,20 @@ def build_layout(sizes: tuple, blocks: tuple) -> Layout:
                 prev.append(-1 if reads_empty else start + r - block)
         scale_bounds.append((start, start + n))
         offset += n
-    as_tensor = lambda v: torch.tensor(v, dtype=torch.long)  # noqa: E731
-    return Layout(as_tensor(cell), as_tensor(pos_id), as_tensor(prev), as_tensor(block_ids),
-                  tuple(scale_bounds), tuple(block_bounds))
-
-
-@lru_cache(maxsize=64)
-def steps_layout(sizes: tuple, steps: tuple) -> Layout:
-    return build_layout(sizes, tuple((max(1, s * s // p), False) for s, p in zip(sizes, steps)))
+    prev = torch.tensor(prev)
+    pos_id = torch.tensor(pos_id)
+    has_prev = prev >= 0
+    prev_index = prev.clamp(min=0)
+    prev_pos_id = torch.where(has_prev, pos_id[prev_index], 0)
+    block = torch.tensor(block_ids)
+    head = torch.tensor([class_id] * n_cls, dtype=torch.long)
+    rot_pos = torch.cat([head, pos_id])
+    rot_prev = torch.cat([head, torch.where(has_prev, prev_pos_id, empty_id)])
+    seq_block = torch.cat([torch.zeros(n_cls, dtype=torch.long), block + n_cls])
+    mask = seq_block[None, :] <= seq_block[:, None]
+    to = lambda t: t.to(device)  # noqa: E731
+    return Layout(to(torch.tensor(cell)), to(pos_id), to(prev_index), to(prev_pos_id), to(has_prev), to(block),
+                  to(rot_pos), to(rot_prev), to(mask), n_cls, tuple(scale_bounds), tuple(block_bounds))
 
 
 def random_block(n: int, rng: random.Random) -> int:
@@ -173,6 +185,7 @@ class CheckerboardGenerator(nn.Module):
         self.combine_inputs = nn.Linear(4 * C, C)
         self.lm_head = nn.Linear(C, autoencoder.config.n_embed)
         self._block_rng = random.Random(0)
+        self._layouts = {}
 
     @property
     def autoencoder(self) -> VQModel:
@@ -199,13 +212,24 @@ class CheckerboardGenerator(nn.Module):
             raise ValueError(f"steps_per_scale entries must be >= 1, got {list(steps)}")
         return steps
 
-    def layout(self, steps_per_scale=4) -> Layout:
-        return steps_layout(tuple(self.scale_sizes), self.steps_per_scale_list(steps_per_scale))
+    def layout(self, steps_per_scale=4, device=None) -> Layout:
+        steps = self.steps_per_scale_list(steps_per_scale)
+        return self._layout(tuple((max(1, s * s // p), False) for s, p in zip(self.scale_sizes, steps)), device)
 
-    def random_layout(self) -> Layout:
+    def random_layout(self, device=None) -> Layout:
         rng = self._block_rng
-        blocks = tuple((random_block(s * s, rng), rng.random() < 0.5) for s in self.scale_sizes)
-        return build_layout(tuple(self.scale_sizes), blocks)
+        return self._layout(tuple((random_block(s * s, rng), rng.random() < 0.5) for s in self.scale_sizes), device)
+
+    def _layout(self, blocks: tuple, device) -> Layout:
+        """Layouts are cached per block split and device: training draws from a small set of
+        splits, and rebuilding or copying one every step would cost host time and H2D copies."""
+        device = torch.device(device or self.lm_head.weight.device)
+        key = (blocks, str(device))
+        if key not in self._layouts:
+            n_cls = 1 if self.cfg.class_cond else 0
+            self._layouts[key] = build_layout(tuple(self.scale_sizes), blocks, n_cls, self.class_pos_id,
+                                              self.empty_pos_id, device)
+        return self._layouts[key]
 
     # ---- inputs --------------------------------------------------------------------------
     def check_labels(self, labels):
@@ -223,27 +247,22 @@ class CheckerboardGenerator(nn.Module):
         """z_up (B, n, 8) code vectors of the previous scale rescaled to this one -> (B, n, C)."""
         return self.src_latents_proj(self.embed_codevecs_mlp(z_up))
 
-    def token_inputs(self, layout: Layout, lo: int, hi: int, src, gt_prev, has_prev):
-        """Input vectors (B, hi-lo, C) of tokens lo..hi-1; gt_prev (B, n, C) is the embedding of
-        t' where has_prev (n,) is true and ignored elsewhere."""
+    def token_inputs(self, pos_id, prev_pos_id, has_prev, src, gt_prev):
+        """Input vectors (B, n, C) of n tokens: their position rows (n,), their t' position rows
+        (n,) and whether t' exists (n,), the embedded sources (B, n, C) and embedded codes of t'
+        (B, n, C); where t' is "empty" the learned empty vectors stand in."""
         pos_table = self.embed_positions.weight
-        pos = pos_table[layout.pos_id[lo:hi]]  # (n, C)
-        prev = layout.prev[lo:hi]
         has = has_prev[:, None]
-        pos_prev = torch.where(has, pos_table[layout.pos_id[prev.clamp(min=0)]], self.empty_token_pos)
+        pos_prev = torch.where(has, pos_table[prev_pos_id], self.empty_token_pos)  # (n, C)
         gt_prev = torch.where(has, gt_prev, self.empty_token_emb)
         B = src.shape[0]
-        x = torch.cat([pos.expand(B, -1, -1), src, pos_prev.expand(B, -1, -1), gt_prev], dim=-1)  # (B, n, 4C)
-        return self.combine_inputs(x)
-
-    def rotary_ids(self, layout: Layout):
-        prev = layout.prev
-        prev_ids = torch.where(prev >= 0, layout.pos_id[prev.clamp(min=0)], self.empty_pos_id)
-        return layout.pos_id, prev_ids
+        x = torch.cat([pos_table[pos_id].expand(B, -1, -1), src, pos_prev.expand(B, -1, -1), gt_prev], dim=-1)
+        return self.combine_inputs(x)  # (B, n, C)
 
     def upsampled_sources(self, codes: list) -> list:
         """Per scale, the previous scale's code vectors rescaled to it (B, 8, s, s); the first
-        scale has no previous one and reads zero vectors (still embedded and projected)."""
+        scale has no previous one and reads zero vectors (still embedded and projected, as the
+        published implementation does)."""
         first = torch.zeros_like(codes[0])
         return [first] + [self.autoenc.rescale_latents(z, s) for z, s in zip(codes[:-1], self.scale_sizes[1:])]
 
@@ -251,50 +270,43 @@ class CheckerboardGenerator(nn.Module):
     def forward(self, indices: list, labels=None, steps_per_scale=4):
         """Teacher-forced logits (B, N, n_embed) from per-scale code indices [(B, s, s), ...].
 
-        In training mode the SPEC 6 regularisers apply and `steps_per_scale` is unused.
+        In training mode the SPEC 6 regularisers apply and `steps_per_scale` is unused. Labels
+        are not range-checked here (that would be a host sync per step): see `check_labels`.
         """
         training = self.training
-        layout = self.random_layout() if training and self.cfg.random_block_size else self.layout(steps_per_scale)
-        layout = _to_device(layout, indices[0].device)
-        B = indices[0].shape[0]
+        device = indices[0].device
+        layout = self.random_layout(device) if training and self.cfg.random_block_size else \
+            self.layout(steps_per_scale, device)
         codes = [self.autoenc.lookup(ind) for ind in indices]  # (B, 8, s, s) per scale
         prev_codes = codes
         if training and self.cfg.random_replace > 0:
             prev_codes = [self._random_replace(z) for z in codes]
         z_up = self.upsampled_sources(prev_codes)
 
-        seq_codes, src = [], []
+        seq_codes, seq_up = [], []
         for k, (lo, hi) in enumerate(layout.scale_bounds):
             order = layout.cell[lo:hi]
             seq_codes.append(codes[k].flatten(2)[:, :, order])
-            src.append(self.embed_sources(z_up[k].flatten(2)[:, :, order].transpose(1, 2)))
+            seq_up.append(z_up[k].flatten(2)[:, :, order])
         seq_codes = torch.cat(seq_codes, dim=2).transpose(1, 2)  # (B, N, 8)
-        src = torch.cat(src, dim=1)  # (B, N, C)
+        src = self.embed_sources(torch.cat(seq_up, dim=2).transpose(1, 2))  # (B, N, C)
         gt = self.embed_codevecs_mlp(seq_codes)  # (B, N, C)
-        has_prev = layout.prev >= 0
-        gt_prev = gt[:, layout.prev.clamp(min=0)]
-        x = self.token_inputs(layout, 0, len(layout.cell), src, gt_prev, has_prev)  # (B, N, C)
+        x = self.token_inputs(layout.pos_id, layout.prev_pos_id, layout.has_prev, src, gt[:, layout.prev_index])
 
-        pos_ids, prev_ids = self.rotary_ids(layout)
-        block = layout.block
-        cond = None
+        modulations = None
         if self.cfg.class_cond:
-            self.check_labels(labels)
+            if labels is None:
+                raise ValueError("this model is class-conditional: labels are required")
             if training and self.cfg.label_drop_prob > 0:
-                drop = torch.rand(B, device=labels.device) < self.cfg.label_drop_prob
+                drop = torch.rand(labels.shape, device=labels.device) < self.cfg.label_drop_prob
                 labels = torch.where(drop, self.cfg.num_classes, labels)
             cond = self.class_embeddings(labels)  # (B, C)
-            x = torch.cat([cond[:, None], x], dim=1)
-            cls = torch.tensor([self.class_pos_id], device=block.device)
-            pos_ids, prev_ids = torch.cat([cls, pos_ids]), torch.cat([cls, prev_ids])
-            block = torch.cat([block.new_zeros(1), block + 1])
-        else:
-            self.check_labels(labels)
-        mask = block[None, :] <= block[:, None]  # (L, L) own block and all earlier ones
-        h = self.llama(x, cond, pos_ids, prev_ids, mask)
-        if self.cfg.class_cond:
-            h = h[:, 1:]
-        return self.lm_head(h)  # (B, N, n_embed)
+            x = torch.cat([cond[:, None], x], dim=1)  # (B, L, C)
+            modulations = self.llama.modulations(cond)
+        elif labels is not None:
+            raise ValueError("this model is unconditional: pass labels=None")
+        h = self.llama(x, modulations, layout.rot_pos, layout.rot_prev, layout.mask)
+        return self.lm_head(h[:, layout.n_cls:])  # (B, N, n_embed)
 
     def _random_replace(self, z):
         """Swap a share of code vectors for random codebook rows (SPEC 6)."""
@@ -305,13 +317,13 @@ class CheckerboardGenerator(nn.Module):
         return torch.where(replace, random_codes, z)
 
     def sequence_targets(self, indices: list, layout: Layout):
-        return torch.cat([ind.flatten(1)[:, layout.cell[lo:hi].to(ind.device)]
+        return torch.cat([ind.flatten(1)[:, layout.cell[lo:hi]]
                           for ind, (lo, hi) in zip(indices, layout.scale_bounds)], dim=1)  # (B, N)
 
     def loss(self, indices: list, labels=None, steps_per_scale=4):
         """Mean cross entropy over all tokens, plus per-scale loss / top-1 as tensors (no host sync)."""
         logits = self(indices, labels, steps_per_scale)
-        layout = self.layout(steps_per_scale)  # only the token order is read, the same for every layout
+        layout = self.layout(steps_per_scale, indices[0].device)  # only the token order is read: the same for all
         targets = self.sequence_targets(indices, layout)
         ce = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none").view_as(targets)
         correct = (logits.argmax(-1) == targets).float()
@@ -324,6 +336,7 @@ class CheckerboardGenerator(nn.Module):
     @torch.no_grad()
     def teacher_forced_logits(self, imgs, labels=None, steps_per_scale=4):
         """(B, N, n_embed) logits in eval mode, tokens by scale then checkerboard rank."""
+        self.check_labels(labels)
         was_training = self.training
         self.eval()
         try:
@@ -332,16 +345,11 @@ class CheckerboardGenerator(nn.Module):
             self.train(was_training)
 
     def generate(self, labels=None, batch_size=None, cfg=0.0, cfg_start_step=5, steps_per_scale=4,
-                 temperature=1.0, generator=None, return_trace=False):
+                 temperature=1.0, generator=None, return_trace=False, compile=False):
+        """Sample images block by block (models/sampler.py): see `sampler.generate`."""
         from .sampler import generate
 
         return generate(self, labels=labels, batch_size=batch_size, cfg=cfg, cfg_start_step=cfg_start_step,
                         steps_per_scale=steps_per_scale, temperature=temperature, generator=generator,
-                        return_trace=return_trace)
+                        return_trace=return_trace, compile=compile)
 
-
-def _to_device(layout: Layout, device) -> Layout:
-    if layout.cell.device == torch.device(device):
-        return layout
-    return Layout(layout.cell.to(device), layout.pos_id.to(device), layout.prev.to(device),
-                  layout.block.to(device), layout.scale_bounds, layout.block_bounds)

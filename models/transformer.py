@@ -48,8 +48,13 @@ class AdaLN(nn.Module):
         with torch.no_grad():
             self.adaLN_modulation[1].bias.copy_(torch.cat([torch.zeros(dim), torch.ones(dim)]))
 
-    def forward(self, x, cond):
-        shift, scale = self.adaLN_modulation(cond).unsqueeze(1).chunk(2, dim=-1)  # (B, 1, C) each
+    def forward(self, cond):
+        """(B, 1, 2C) shift and scale; depends on the class only, so sampling computes it once."""
+        return self.adaLN_modulation(cond).unsqueeze(1)
+
+    @staticmethod
+    def apply(x, modulation):
+        shift, scale = modulation.chunk(2, dim=-1)  # (B, 1, C) each
         return x * scale + shift
 
 
@@ -88,7 +93,7 @@ class Attention(nn.Module):
         B, L, C = x.shape
         q, k, v = self.wqkv(x).view(B, L, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (B, H, L, d)
         q, k = apply_rotary(q, rot_q), apply_rotary(k, rot_k)
-        if self.kv_cache is not None:
+        if input_pos is not None:
             k, v = self.kv_cache.update(input_pos, k, v)  # (B, H, max_len, d)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, L, d)
         return self.wo(y.transpose(1, 2).reshape(B, L, C))
@@ -116,14 +121,17 @@ class TransformerBlock(nn.Module):
             self.input_modulation = AdaLN(cfg.dim)
             self.post_attention_modulation = AdaLN(cfg.dim)
 
-    def forward(self, x, cond, rot_q, rot_k, mask, input_pos=None):
+    def modulations(self, cond):
+        return self.input_modulation(cond), self.post_attention_modulation(cond)
+
+    def forward(self, x, modulations, rot_q, rot_k, mask, input_pos=None):
         h = self.attention_norm(x)
-        if cond is not None:
-            h = self.input_modulation(h, cond)
+        if modulations is not None:
+            h = AdaLN.apply(h, modulations[0])
         x = x + self.attention(h, rot_q, rot_k, mask, input_pos)
         h = self.ffn_norm(x)
-        if cond is not None:
-            h = self.post_attention_modulation(h, cond)
+        if modulations is not None:
+            h = AdaLN.apply(h, modulations[1])
         return x + self.feed_forward(h)
 
 
@@ -184,17 +192,27 @@ class Transformer(nn.Module):
         self.rotary_emb = RotaryTable(cfg, scale_sizes)
 
     def setup_caches(self, batch: int, max_len: int, dtype, device):
+        """Allocate the KV caches once; a later call with the same shape keeps them, so compiled
+        step functions and their CUDA graphs keep pointing at the same memory."""
         for layer in self.layers:
-            layer.attention.kv_cache = KVCache(batch, self.cfg.n_heads, max_len, self.cfg.head_dim, dtype, device)
+            cache = layer.attention.kv_cache
+            if cache is None or cache.k.shape[0] != batch or cache.k.shape[2] != max_len or \
+                    cache.k.dtype != dtype or cache.k.device != torch.device(device):
+                layer.attention.kv_cache = KVCache(batch, self.cfg.n_heads, max_len, self.cfg.head_dim, dtype, device)
 
     def clear_caches(self):
         for layer in self.layers:
             layer.attention.kv_cache = None
 
-    def forward(self, x, cond, pos_ids, prev_ids, mask, input_pos=None):
-        """x (B, L, C); cond (B, C) or None; pos_ids/prev_ids (L,) rotary rows; mask (L, S) bool."""
+    def modulations(self, cond):
+        """Per layer, the AdaLN shift/scale pairs of a class embedding (B, C); None if unconditional."""
+        return None if cond is None else [layer.modulations(cond) for layer in self.layers]
+
+    def forward(self, x, modulations, pos_ids, prev_ids, mask, input_pos=None):
+        """x (B, L, C); modulations from `modulations(cond)`; pos_ids/prev_ids (L,) rotary rows;
+        mask (L, S) bool; input_pos (L,) cache slots when a KV cache is set up."""
         rot_q, rot_k_mixed = self.rotary_emb(pos_ids, prev_ids)
         for i, layer in enumerate(self.layers):
             rot_k = rot_k_mixed[i] if i < len(rot_k_mixed) else rot_q
-            x = layer(x, cond, rot_q, rot_k, mask, input_pos)
+            x = layer(x, None if modulations is None else modulations[i], rot_q, rot_k, mask, input_pos)
         return self.norm(x)  # (B, L, C)
