@@ -1,0 +1,377 @@
+"""Sample a trained checkerboard generator: sample grids and figures, or 50k images for FID.
+
+    python main_sample.py --checkpoint pretrained_models/checkerboard-L-2x --cfg 1.5 \
+        --classes 207,360,387,974 --num_samples 8 --output_dir samples/look --save_fill
+    torchrun --nproc_per_node=8 main_sample.py --checkpoint ... --fid --output_dir samples/fid
+
+Writes `output_dir/samples.npz` (ADM layout: arr_0 uint8 (N, H, W, 3), arr_1 labels) and
+`output_dir/grid.png`, plus the figures asked for. Sample i draws its label (with random
+classes) and all its tokens from its own torch.Generator seeded with
+`seed * 1_000_003 + i` (util.sample_io.sample_seed), so a seed gives the same samples whatever
+the batch size and the number of processes. With --fid the labels are class-balanced by index:
+sample i has class i % num_classes.
+
+Work is cut into shards of --shard_size consecutive indices; process r of W draws shards
+r, r+W, ... and writes each to `output_dir/shards/` atomically. A rerun with the same settings
+skips the finished shards, so an interrupted run resumes without duplicates or gaps; process
+0 then packs the shards in index order, checks the count (and, with --fid, the class balance)
+and removes the shards.
+"""
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+from tqdm.auto import tqdm
+
+from models import CheckerboardGenerator, load_model
+from util import sample_io, visualize
+from util.distributed import barrier, cleanup, get_rank, get_world_size, init_distributed
+
+# The paper's guidance weights are 1.4-1.7; 1.5 is the run_evaluator.sh default too.
+DEFAULT_CFG = 1.5
+FID_NUM_SAMPLES = 50_000
+DEFAULT_NUM_SAMPLES = 16
+
+
+@dataclass
+class SampleConfig:
+    checkpoint: str  # checkpoint file or model folder (published layout)
+    output_dir: str
+    use_ema: bool = False
+    cfg: float | None = None  # guidance weight; None: DEFAULT_CFG if class-conditional, else 0
+    cfg_start_step: int = 5
+    steps_per_scale: int | list[int] = 4  # one value for all scales or one per scale
+    temperature: float = 1.0
+    seed: int = 0
+    classes: list[int] | None = None  # sample i gets classes[i % len(classes)]
+    random_classes: bool = False  # the default for a class-conditional model without classes
+    num_samples: int | None = None  # None: FID_NUM_SAMPLES with fid, len(classes), else DEFAULT_NUM_SAMPLES
+    batch_size: int = 32
+    fid: bool = False  # class-balanced labels, checked before success
+    shard_size: int = 1000
+    grid_samples: int = 64  # how many of the first samples grid.png shows
+    save_pyramid: bool = False
+    save_fill: bool = False
+    save_step_maps: bool = False
+    save_entropy_plot: bool = False
+    vis_samples: int = 8  # the first samples drawn again with their trace for the figures
+    device: str = "cuda"
+    max_shards: int | None = None  # stop after this many new shards per process (tests resumption)
+
+
+@dataclass
+class SamplePlan:
+    """A config checked against the model it samples."""
+
+    num_samples: int
+    cfg: float
+    steps_per_scale: list[int]
+    label_mode: str  # "balanced", "classes", "random" or "none" (unconditional)
+    num_classes: int | None
+    classes: list[int] | None = None
+
+    def label_name(self) -> str | list[int]:
+        return self.classes if self.label_mode == "classes" else self.label_mode
+
+
+@dataclass
+class SampleOutputs:
+    samples_npz: Path
+    grid_png: Path
+    figures: dict = field(default_factory=dict)  # name -> path of each figure written
+
+
+def check_config(config: SampleConfig) -> None:
+    """Checks that need no model."""
+    positive = {"batch_size": config.batch_size, "shard_size": config.shard_size, "vis_samples": config.vis_samples,
+                "grid_samples": config.grid_samples}
+    if config.num_samples is not None:
+        positive["num_samples"] = config.num_samples
+    for name, value in positive.items():
+        if value < 1:
+            raise ValueError(f"--{name} must be >= 1, got {value}")
+    if config.temperature < 0:
+        raise ValueError(f"--temperature must be >= 0, got {config.temperature}")
+    if config.cfg is not None and config.cfg < 0:
+        raise ValueError(f"--cfg must be >= 0, got {config.cfg}")
+    if config.classes is not None and config.random_classes:
+        raise ValueError("--classes and --random_classes exclude each other")
+    if config.fid and (config.classes is not None or config.random_classes):
+        raise ValueError("--fid draws class-balanced labels; drop --classes/--random_classes")
+    if config.classes is not None and not config.classes:
+        raise ValueError("--classes is empty")
+
+
+def plan_for(config: SampleConfig, model: CheckerboardGenerator) -> SamplePlan:
+    """Checks that need the model: classes in range, guidance and classes only with a
+    class-conditional model, one step count per scale, a class-balanced FID count."""
+    check_config(config)
+    mcfg = model.cfg
+    try:
+        steps = list(model.steps_per_scale_list(config.steps_per_scale))
+    except ValueError as e:
+        raise ValueError(f"--steps_per_scale: {e}") from None
+    if not mcfg.class_cond:
+        if config.cfg:
+            raise ValueError(f"--cfg {config.cfg}: this model is unconditional, guidance needs a "
+                             f"class-conditional model (use --cfg 0)")
+        if config.classes is not None or config.random_classes:
+            raise ValueError("this model is unconditional: drop --classes/--random_classes")
+        num = config.num_samples or (FID_NUM_SAMPLES if config.fid else DEFAULT_NUM_SAMPLES)
+        return SamplePlan(num, 0.0, steps, "none", None)
+
+    n_cls = mcfg.num_classes
+    cfg = DEFAULT_CFG if config.cfg is None else config.cfg
+    if config.classes is not None:
+        bad = [c for c in config.classes if not 0 <= c < n_cls]
+        if bad:
+            raise ValueError(f"--classes: class {bad[0]} is out of range, this model has classes 0..{n_cls - 1}")
+        num = config.num_samples or len(config.classes)
+        return SamplePlan(num, cfg, steps, "classes", n_cls, list(config.classes))
+    if config.fid:
+        num = config.num_samples or FID_NUM_SAMPLES
+        if num % n_cls:
+            raise ValueError(f"--num_samples {num} is not a multiple of the model's {n_cls} classes "
+                             f"(--fid needs the same number of samples per class)")
+        return SamplePlan(num, cfg, steps, "balanced", n_cls)
+    return SamplePlan(config.num_samples or DEFAULT_NUM_SAMPLES, cfg, steps, "random", n_cls)
+
+
+def batch_labels(plan: SamplePlan, indices: list[int], generators: list[torch.Generator]):
+    if plan.label_mode == "balanced":
+        return sample_io.balanced_labels(indices, plan.num_classes)
+    if plan.label_mode == "classes":
+        return sample_io.cycled_labels(indices, plan.classes)
+    if plan.label_mode == "random":
+        return sample_io.random_labels(generators, plan.num_classes)
+    return None
+
+
+def generate_indices(model: CheckerboardGenerator, config: SampleConfig, plan: SamplePlan, indices: list[int],
+                     device, return_trace: bool = False):
+    """The samples of these global indices, each from its own (seed, index) stream."""
+    generators = sample_io.sample_generators(config.seed, indices, device)
+    labels = batch_labels(plan, indices, generators)
+    return model.generate(labels=None if labels is None else labels.to(device), batch_size=len(indices),
+                          cfg=plan.cfg, cfg_start_step=config.cfg_start_step, steps_per_scale=plan.steps_per_scale,
+                          temperature=config.temperature, generator=generators, return_trace=return_trace)
+
+
+def count_flops(model: CheckerboardGenerator, config: SampleConfig, device) -> int:
+    """FLOPs of generating one sample with these settings (torch's counter: matmuls,
+    attention and convolutions, the decoder included; guidance doubles the transformer rows)."""
+    plan = plan_for(config, model)
+    with FlopCounterMode(display=False) as counter:
+        generate_indices(model, config, plan, [0], device)
+    return counter.get_total_flops()
+
+
+def resolve_device(name: str) -> torch.device:
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def _plan_record(config: SampleConfig, plan: SamplePlan, device) -> dict:
+    """What fixes the samples of a shard: a resumed run must match it."""
+    return {"checkpoint": str(Path(config.checkpoint).resolve()), "use_ema": config.use_ema, "cfg": plan.cfg,
+            "cfg_start_step": config.cfg_start_step, "steps_per_scale": plan.steps_per_scale,
+            "temperature": config.temperature, "seed": config.seed, "labels": plan.label_name(),
+            "num_samples": plan.num_samples, "shard_size": config.shard_size, "generator_device": device.type}
+
+
+def _draw_shards(model, config: SampleConfig, plan: SamplePlan, shard_dir: Path, ranges, device) -> bool:
+    """Draws this process's missing shards; False if max_shards stopped it early."""
+    rank, world = get_rank(), get_world_size()
+    todo = [r for r in ranges[rank::world] if not sample_io.shard_path(shard_dir, *r).is_file()]
+    finished = sum(hi - lo for lo, hi in ranges if sample_io.shard_path(shard_dir, lo, hi).is_file())
+    # Process 0's progress times the number of processes: an estimate of the whole run.
+    bar = tqdm(total=plan.num_samples, initial=finished, unit="img", desc="sampling", disable=rank != 0,
+               dynamic_ncols=True)
+    try:
+        for n_done, (lo, hi) in enumerate(todo):
+            if config.max_shards is not None and n_done >= config.max_shards:
+                return False
+            images, labels = [], []
+            for start in range(lo, hi, config.batch_size):
+                indices = list(range(start, min(start + config.batch_size, hi)))
+                out = generate_indices(model, config, plan, indices, device)
+                images.append(sample_io.to_uint8(out.images))
+                if out.labels is not None:
+                    labels.append(out.labels.cpu().numpy())
+                bar.update(min(len(indices) * world, plan.num_samples - bar.n))
+            sample_io.write_shard(shard_dir, lo, hi, np.concatenate(images), np.concatenate(labels) if labels else None)
+    finally:
+        bar.close()
+    return True
+
+
+def _trace(model, config: SampleConfig, plan: SamplePlan, device):
+    """The first vis_samples samples again (same streams, same samples) with their step and
+    entropy traces, concatenated over batches."""
+    indices = list(range(min(config.vis_samples, plan.num_samples)))
+    outs = [generate_indices(model, config, plan, indices[i:i + config.batch_size], device, return_trace=True)
+            for i in range(0, len(indices), config.batch_size)]
+    cat = lambda name: [torch.cat(parts) for parts in zip(*(getattr(o, name) for o in outs))]  # noqa: E731
+    return torch.cat([o.images for o in outs]), cat("tokens"), cat("steps"), cat("entropy")
+
+
+def write_figures(model, config: SampleConfig, plan: SamplePlan, out_dir: Path, device) -> dict:
+    wanted = config.save_pyramid or config.save_fill or config.save_step_maps or config.save_entropy_plot
+    if not wanted:
+        return {}
+    images, tokens, steps, entropy = _trace(model, config, plan, device)
+    ae, size = model.autoencoder, model.cfg.img_size
+    figures = {}
+    if config.save_pyramid:
+        figures["pyramid"] = out_dir / "pyramid.png"
+        visualize.save_png(visualize.pyramid_figure(ae, tokens, size), figures["pyramid"])
+    if config.save_fill:
+        figures["fill"] = out_dir / "checkerboard_fill.png"
+        visualize.save_png(visualize.fill_figure(ae, tokens, steps, size), figures["fill"])
+    if config.save_step_maps:
+        figures["step_maps"] = out_dir / "step_entropy_maps.png"
+        visualize.save_png(visualize.step_entropy_figure(sample_io.to_uint8(images), steps, entropy),
+                           figures["step_maps"])
+    if config.save_entropy_plot:
+        stats = visualize.entropy_per_step(steps, entropy)
+        figures["entropy_plot"] = out_dir / "entropy_per_step.png"
+        figures["entropy_stats"] = out_dir / "entropy_per_step.json"
+        visualize.save_png(visualize.entropy_plot(stats), figures["entropy_plot"])
+        figures["entropy_stats"].write_text(json.dumps(stats.as_dict(), indent=1))
+    return figures
+
+
+def sample(config: SampleConfig, model: CheckerboardGenerator | None = None, device=None) -> SampleOutputs | None:
+    """Draw config.num_samples samples (this process's share of them under torch.distributed)
+    and, on process 0, pack and check samples.npz and write grid.png and the figures asked for.
+    Returns the paths, or None when max_shards stopped the run before every shard was drawn."""
+    check_config(config)
+    device = torch.device(device) if device is not None else resolve_device(config.device)
+    if model is None:
+        model = load_model(config.checkpoint, use_ema=config.use_ema, device=device)
+    plan = plan_for(config, model)
+    out_dir = Path(config.output_dir)
+    shard_dir = out_dir / "shards"
+    record = _plan_record(config, plan, device)
+    if get_rank() == 0:
+        shard_dir.mkdir(parents=True, exist_ok=True)
+    barrier()
+    sample_io.check_plan(shard_dir, record)
+    barrier()
+    if get_rank() == 0:
+        sample_io.write_plan(shard_dir, record)
+    ranges = sample_io.shard_ranges(plan.num_samples, config.shard_size)
+    completed = _draw_shards(model, config, plan, shard_dir, ranges, device)
+    barrier()
+    outputs = SampleOutputs(out_dir / "samples.npz", out_dir / "grid.png")
+    if get_rank() != 0:
+        return outputs
+    if not completed and not all(sample_io.shard_path(shard_dir, *r).is_file() for r in ranges):
+        return None
+
+    sample_io.pack_shards(shard_dir, ranges, outputs.samples_npz, with_labels=plan.label_mode != "none")
+    sample_io.check_samples(outputs.samples_npz, plan.num_samples,
+                            plan.num_classes if plan.label_mode == "balanced" else None)
+    for lo, hi in ranges:
+        sample_io.shard_path(shard_dir, lo, hi).unlink()
+    (shard_dir / sample_io.PLAN_NAME).unlink()
+    shard_dir.rmdir()
+    first = sample_io.read_first_images(outputs.samples_npz, config.grid_samples)
+    visualize.save_png(visualize.image_grid(first), outputs.grid_png)
+    outputs.figures = write_figures(model, config, plan, out_dir, device)
+    return outputs
+
+
+# ---------------------------------------------------------------- command line
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def steps_arg(text: str) -> int | list[int]:
+    values = int_list(text)
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected an integer or one integer per scale, got {text!r}")
+    return values[0] if len(values) == 1 and "," not in text else values
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser("main_sample.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", required=True, help="checkpoint file or model folder (with config.yaml)")
+    p.add_argument("--use_ema", action="store_true", help="sample with the checkpoint's model_ema weights")
+    p.add_argument("--cfg", type=float, default=None,
+                   help=f"classifier-free guidance weight (default {DEFAULT_CFG}; 0 = none)")
+    p.add_argument("--cfg_start_step", type=int, default=5, help="first guided step, counted over all scales")
+    p.add_argument("--steps_per_scale", type=steps_arg, default=4,
+                   help="sampling steps per scale: one value, or one per scale such as 1,4,4,4,4")
+    p.add_argument("--temperature", type=float, default=1.0, help="0 = argmax")
+    p.add_argument("--seed", type=int, default=0, help="sample i uses seed*1000003+i")
+    labels = p.add_mutually_exclusive_group()
+    labels.add_argument("--classes", type=int_list, default=None,
+                        help="comma-separated class ids, cycled over the samples")
+    labels.add_argument("--random_classes", action="store_true", help="a random class per sample (the default)")
+    p.add_argument("--num_samples", type=int, default=None,
+                   help=f"default: {FID_NUM_SAMPLES} with --fid, one per --classes entry, else {DEFAULT_NUM_SAMPLES}")
+    p.add_argument("--batch_size", type=int, default=32, help="samples per generate() call and process")
+    p.add_argument("--output_dir", required=True)
+    p.add_argument("--fid", action="store_true",
+                   help="FID mode: class-balanced labels (sample i has class i %% num_classes), count checked")
+    p.add_argument("--shard_size", type=int, default=1000, help="samples per resumable shard")
+    p.add_argument("--grid_samples", type=int, default=64, help="samples shown in grid.png")
+    p.add_argument("--save_pyramid", action="store_true", help="pyramid.png: the decoded image of every scale")
+    p.add_argument("--save_fill", action="store_true",
+                   help="checkerboard_fill.png: the cells sampled up to each step (paper Fig. 1)")
+    p.add_argument("--save_step_maps", action="store_true",
+                   help="step_entropy_maps.png: per-cell sampling step and entropy (paper Fig. 7)")
+    p.add_argument("--save_entropy_plot", action="store_true",
+                   help="entropy_per_step.png/.json: mean and quartiles of the entropy per step (paper Fig. 6)")
+    p.add_argument("--vis_samples", type=int, default=8, help="how many of the first samples the figures show")
+    p.add_argument("--calculate_flops", action="store_true", help="print the GFLOPs of one sample and exit")
+    p.add_argument("--device", default="cuda", help="cuda (falls back to cpu when there is none) or cpu")
+    p.add_argument("--max_shards", type=int, default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> SampleConfig:
+    values = {k: v for k, v in vars(args).items() if k in SampleConfig.__dataclass_fields__}
+    return SampleConfig(**values)
+
+
+def main(argv=None) -> int:
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    config = config_from_args(args)
+    try:
+        rank, _, device = init_distributed(config.device)
+        if args.calculate_flops:
+            model = load_model(config.checkpoint, use_ema=config.use_ema, device=device)
+            flops = count_flops(model, config, device)
+            print(f"GFLOPs per sample: {flops / 1e9:.3f}")
+            return 0
+        outputs = sample(config, device=device)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        cleanup()
+    if outputs is None:
+        print(f"stopped after --max_shards {config.max_shards}; rerun to resume")
+    elif rank == 0:
+        print(f"wrote {outputs.samples_npz} and {outputs.grid_png}")
+        for path in outputs.figures.values():
+            print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""main_sample.py on the tiny_2x fixture: parity, reproducibility, resumable FID runs, errors."""
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+import main_sample
+from main_sample import SampleConfig, count_flops, sample
+from models import build_generator, load_model
+from models.checkpoint import read_config
+from util import sample_io
+
+REPO = Path(__file__).resolve().parents[1]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_dir):
+    return load_model(tiny_dir)
+
+
+@pytest.fixture(scope="module")
+def uncond_dir(tiny_dir, tmp_path_factory):
+    """The fixture's architecture without classes, fresh weights, in the published layout."""
+    section, _ = read_config(tiny_dir / "config.yaml")
+    section["class_cond"] = False
+    for key in ("config_path", "checkpoint_path"):
+        section["autoenc"][key] = str(tiny_dir / section["autoenc"][key])
+    torch.manual_seed(0)
+    model = build_generator(section, tiny_dir)
+    folder = tmp_path_factory.mktemp("uncond")
+    (folder / "config.yaml").write_text(yaml.safe_dump({"model": section, "args": {}}))
+    torch.save({"model": model.state_dict(), "model_ema": None, "optimizer": None, "epoch": 0, "scaler": None,
+                "args": argparse.Namespace()}, folder / "checkpoint-last.pth")
+    return folder
+
+
+def run_main(argv, capsys):
+    rc = main_sample.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def load_npz(path):
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+
+
+@pytest.mark.parametrize("name", ["sample_nocfg", "sample_cfg"])
+def test_greedy_samples_equal_the_fixture_images(tiny_dir, tiny_expected, capsys, tmp_path, name):
+    settings = {"sample_nocfg": (0.0, 0), "sample_cfg": (1.5, 2)}[name]
+    labels = tiny_expected["labels"]
+    rc, out, err = run_main(["--checkpoint", tiny_dir, "--classes", ",".join(map(str, labels.tolist())),
+                             "--temperature", 0, "--cfg", settings[0], "--cfg_start_step", settings[1],
+                             "--steps_per_scale", 4, "--output_dir", tmp_path, "--device", "cpu"], capsys)
+    assert rc == 0, err
+    data = load_npz(tmp_path / "samples.npz")
+    expected = sample_io.to_uint8(tiny_expected[f"{name}_img_3"]).astype(int)
+    assert data["arr_0"].dtype == np.uint8 and data["arr_0"].shape == (3, 32, 32, 3)
+    assert np.abs(data["arr_0"].astype(int) - expected).max() <= 2
+    assert data["arr_1"].tolist() == labels.tolist()
+    assert (tmp_path / "grid.png").read_bytes()[:8] == PNG_MAGIC
+    assert not (tmp_path / "shards").exists()
+
+
+def _config(tmp_path, name, **kw):
+    base = dict(checkpoint="", output_dir=str(tmp_path / name), device="cpu", cfg=1.5, cfg_start_step=2)
+    base.update(kw)
+    return SampleConfig(**base)
+
+
+def test_same_seed_same_samples_whatever_the_batch_size(tiny, tiny_dir, tmp_path):
+    runs = {}
+    for name, batch, shard, seed in (("b8", 8, 8, 0), ("b3", 3, 5, 0), ("seed1", 8, 8, 1)):
+        config = _config(tmp_path, name, checkpoint=str(tiny_dir), num_samples=8, batch_size=batch,
+                         shard_size=shard, seed=seed, random_classes=True)
+        runs[name] = load_npz(sample(config, model=tiny).samples_npz)
+    ref = runs["b8"]
+    assert np.array_equal(runs["b3"]["arr_1"], ref["arr_1"])
+    # Same tokens; the decoder's float32 sums may differ by a rounding step with the batch.
+    diff = np.abs(runs["b3"]["arr_0"].astype(int) - ref["arr_0"])
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.01
+    assert len(set(ref["arr_1"].tolist())) > 1
+    assert not np.array_equal(runs["seed1"]["arr_1"], ref["arr_1"])
+    assert np.abs(runs["seed1"]["arr_0"].astype(int) - ref["arr_0"]).mean() > 10
+
+
+def test_fid_run_interrupted_and_resumed_equals_an_uninterrupted_run(tiny, tiny_dir, tmp_path):
+    common = dict(checkpoint=str(tiny_dir), fid=True, num_samples=20, shard_size=5, seed=3)
+    whole = sample(_config(tmp_path, "whole", batch_size=20, **common), model=tiny)
+    reference = load_npz(whole.samples_npz)
+
+    parts = _config(tmp_path, "parts", batch_size=3, max_shards=1, **common)
+    assert sample(parts, model=tiny) is None
+    shard_dir = Path(parts.output_dir) / "shards"
+    assert sorted(p.name for p in shard_dir.glob("shard_*.npz")) == ["shard_0_5.npz"]
+    assert not (Path(parts.output_dir) / "samples.npz").exists()
+    # A process killed while writing leaves a partial temporary file behind.
+    (shard_dir / "shard_10_15.npz.tmp").write_bytes(b"partial")
+    with pytest.raises(ValueError, match="cfg=1.5.*cfg=2.0"):
+        sample(_config(tmp_path, "parts", batch_size=3, **{**common, "cfg": 2.0}), model=tiny)
+    assert (shard_dir / "shard_0_5.npz").is_file()
+
+    resumed = sample(_config(tmp_path, "parts", batch_size=6, **common), model=tiny)
+    result = load_npz(resumed.samples_npz)
+    assert result["arr_0"].shape == (20, 32, 32, 3)
+    assert np.bincount(result["arr_1"], minlength=10).tolist() == [2] * 10
+    assert np.array_equal(result["arr_1"], reference["arr_1"])
+    diff = np.abs(result["arr_0"].astype(int) - reference["arr_0"])
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.01
+    sample_io.check_samples(resumed.samples_npz, 20, 10)
+    assert not shard_dir.exists()
+
+
+def test_two_processes_under_torchrun_give_the_single_process_samples(tiny, tiny_dir, tmp_path):
+    args = ["--checkpoint", str(tiny_dir), "--fid", "--num_samples", "10", "--shard_size", "3", "--seed", "4",
+            "--cfg", "1.5", "--device", "cpu"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(REPO / "main_sample.py"), *args, "--batch_size", "2", "--output_dir", str(tmp_path / "two")]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = load_npz(tmp_path / "two" / "samples.npz")
+    one = load_npz(sample(_config(tmp_path, "one", checkpoint=str(tiny_dir), fid=True, num_samples=10,
+                                  shard_size=10, seed=4, batch_size=10, cfg_start_step=5), model=tiny).samples_npz)
+    assert np.array_equal(two["arr_1"], one["arr_1"])
+    diff = np.abs(two["arr_0"].astype(int) - one["arr_0"])
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.01
+
+
+def test_figures_are_pngs_of_the_samples(tiny, tiny_dir, tmp_path):
+    config = _config(tmp_path, "fig", checkpoint=str(tiny_dir), classes=[1, 2, 3], num_samples=4, batch_size=2,
+                     steps_per_scale=[1, 2, 4, 4], save_pyramid=True, save_fill=True, save_step_maps=True,
+                     save_entropy_plot=True, vis_samples=3)
+    outputs = sample(config, model=tiny)
+    assert set(outputs.figures) == {"pyramid", "fill", "step_maps", "entropy_plot", "entropy_stats"}
+    for key, path in outputs.figures.items():
+        if key != "entropy_stats":
+            assert path.read_bytes()[:8] == PNG_MAGIC, key
+    with Image.open(outputs.figures["fill"]) as fill:
+        # steps 1 + 2 + 4 + 4 = 11 columns, 3 rows of enlarged 64 px panels under a title strip
+        assert fill.width == 11 * 64 + 10 * 2 and fill.height > 3 * 64
+    assert load_npz(outputs.samples_npz)["arr_1"].tolist() == [1, 2, 3, 1]
+
+
+def test_unconditional_model_writes_images_without_labels(uncond_dir, tmp_path, capsys):
+    rc, _, err = run_main(["--checkpoint", uncond_dir, "--num_samples", 3, "--output_dir", tmp_path,
+                           "--device", "cpu", "--steps_per_scale", "1,4,4,4"], capsys)
+    assert rc == 0, err
+    data = load_npz(tmp_path / "samples.npz")
+    assert list(data) == ["arr_0"] and data["arr_0"].shape == (3, 32, 32, 3)
+
+
+def test_calculate_flops(tiny, tiny_dir, capsys, tmp_path):
+    rc, out, err = run_main(["--checkpoint", tiny_dir, "--calculate_flops", "--output_dir", tmp_path,
+                             "--device", "cpu"], capsys)
+    assert rc == 0, err
+    gflops = float(out.strip().split(": ")[1])
+    assert gflops > 0 and not (tmp_path / "samples.npz").exists()
+    base = dict(checkpoint=str(tiny_dir), output_dir=str(tmp_path), device="cpu")
+    plain = count_flops(tiny, SampleConfig(**base, cfg=0.0), "cpu")
+    guided = count_flops(tiny, SampleConfig(**base, cfg=1.5, cfg_start_step=0), "cpu")
+    assert plain < guided < 2 * plain  # guidance doubles the transformer rows, not the decoder
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--classes", "3,12"], "--classes: class 12 is out of range, this model has classes 0..9"),
+    (["--steps_per_scale", "1,4,4"], "--steps_per_scale: steps_per_scale has 3 entries but the model has 4 scales"),
+    (["--use_ema"], "no 'model_ema' state dict"),
+    (["--fid", "--num_samples", "25"], "--num_samples 25 is not a multiple of the model's 10 classes"),
+    (["--batch_size", "0"], "--batch_size must be >= 1"),
+])
+def test_bad_input_is_one_clear_line(tiny_dir, tmp_path, capsys, extra, message):
+    keep = tmp_path / "keep.txt"
+    keep.write_text("earlier output")
+    rc, out, err = run_main(["--checkpoint", tiny_dir, "--output_dir", tmp_path, "--device", "cpu", *extra], capsys)
+    assert rc == 2
+    assert err.count("\n") == 1 and err.startswith("main_sample.py: error: ") and message in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"] and keep.read_text() == "earlier output"
+
+
+def test_guidance_on_an_unconditional_model_is_one_clear_line(uncond_dir, tmp_path, capsys):
+    rc, _, err = run_main(["--checkpoint", uncond_dir, "--cfg", 1.5, "--output_dir", tmp_path,
+                           "--device", "cpu"], capsys)
+    assert rc == 2 and err.count("\n") == 1 and "--cfg 1.5: this model is unconditional" in err, err
+
+
+def test_missing_checkpoint_from_the_command_line(tmp_path):
+    missing = tmp_path / "nope"
+    proc = subprocess.run([sys.executable, str(REPO / "main_sample.py"), "--checkpoint", str(missing),
+                           "--output_dir", str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr == f"main_sample.py: error: checkpoint not found: {missing}\n"
+
+
+def test_malformed_step_list_is_an_argument_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main_sample.main(["--checkpoint", "x", "--output_dir", "y", "--steps_per_scale", "1,a"])
+    assert exit_info.value.code == 2
+    assert "--steps_per_scale: expected comma-separated integers, got '1,a'" in capsys.readouterr().err

@@ -1,0 +1,213 @@
+"""Sample files: uint8 conversion, per-sample seeds and labels, resumable shards, the ADM npz.
+
+The ADM evaluator reads `arr_0` uint8 (N, H, W, 3) and, for class-conditional samples, `arr_1`
+int64 labels (N,). Shards hold the same two arrays for the global sample indices
+start..end-1 and are written atomically, so a killed run leaves only whole shards behind.
+"""
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+# Per-sample seed = seed * SEED_STRIDE + global index. The stride is a prime larger than any
+# sample count we use, so two (seed, index) pairs with index < SEED_STRIDE never share a seed.
+SEED_STRIDE = 1_000_003
+IMAGES_KEY, LABELS_KEY = "arr_0", "arr_1"
+PLAN_NAME = "plan.json"
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) uint8, rounded to the nearest level (not truncated)."""
+    levels = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round()
+    return levels.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def sample_seed(seed: int, index: int) -> int:
+    return seed * SEED_STRIDE + index
+
+
+def sample_generators(seed: int, indices, device) -> list[torch.Generator]:
+    """One generator per sample, seeded from (seed, global index) only: the same sample comes out
+    whatever the batch it is drawn in and whichever process draws it."""
+    return [torch.Generator(device=device).manual_seed(sample_seed(seed, int(i))) for i in indices]
+
+
+def balanced_labels(indices, num_classes: int) -> torch.Tensor:
+    """Class of each global index, round-robin: index i gets class i % num_classes, so N samples
+    with N a multiple of num_classes hold exactly N / num_classes of every class."""
+    return torch.as_tensor(indices, dtype=torch.long) % num_classes
+
+
+def cycled_labels(indices, classes: list[int]) -> torch.Tensor:
+    """Index i gets classes[i % len(classes)]."""
+    table = torch.tensor(classes, dtype=torch.long)
+    return table[torch.as_tensor(indices, dtype=torch.long) % len(classes)]
+
+
+def random_labels(generators: list[torch.Generator], num_classes: int) -> torch.Tensor:
+    """One uniform class per sample, drawn first from that sample's own stream."""
+    return torch.stack([torch.randint(num_classes, (), generator=g, device=g.device) for g in generators]).cpu()
+
+
+# ---------------------------------------------------------------- shards
+
+
+def shard_ranges(num_samples: int, shard_size: int) -> list[tuple[int, int]]:
+    if shard_size < 1:
+        raise ValueError(f"shard size must be >= 1, got {shard_size}")
+    return [(lo, min(lo + shard_size, num_samples)) for lo in range(0, num_samples, shard_size)]
+
+
+def shard_path(shard_dir, start: int, end: int) -> Path:
+    return Path(shard_dir) / f"shard_{start}_{end}.npz"
+
+
+def _atomic_write(path: Path, write) -> None:
+    """write(file object) into path.tmp, then rename: readers see the old file or the whole new one."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_arrays(path, images: np.ndarray, labels: np.ndarray | None) -> None:
+    """An ADM-layout npz (uncompressed), written atomically."""
+    arrays = {IMAGES_KEY: images}
+    if labels is not None:
+        arrays[LABELS_KEY] = labels
+    _atomic_write(Path(path), lambda f: np.savez(f, **arrays))
+
+
+def write_shard(shard_dir, start: int, end: int, images: np.ndarray, labels: np.ndarray | None) -> Path:
+    if len(images) != end - start:
+        raise ValueError(f"shard {start}..{end} got {len(images)} images")
+    path = shard_path(shard_dir, start, end)
+    save_arrays(path, images, labels)
+    return path
+
+
+def check_plan(shard_dir, plan: dict) -> None:
+    """A resumed run must use the settings the existing shards were drawn with."""
+    path = Path(shard_dir) / PLAN_NAME
+    if not path.is_file():
+        return
+    written = json.loads(path.read_text())
+    for key in sorted(set(plan) | set(written)):
+        if written.get(key) != plan.get(key):
+            raise ValueError(f"{path}: the shards there were drawn with {key}={written.get(key)!r}, this run "
+                             f"has {key}={plan.get(key)!r}; use another --output_dir or delete {shard_dir}")
+
+
+def write_plan(shard_dir, plan: dict) -> None:
+    path = Path(shard_dir) / PLAN_NAME
+    if not path.is_file():
+        _atomic_write(path, lambda f: f.write(json.dumps(plan, indent=1, sort_keys=True).encode()))
+
+
+# ---------------------------------------------------------------- the packed npz
+
+
+def _member_header(zf: zipfile.ZipFile, key: str):
+    """(open member, shape, dtype) of `key` in an npz, positioned at the first data byte."""
+    f = zf.open(f"{key}.npy")
+    version = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran_order, dtype = read(f)
+    if fortran_order:
+        raise ValueError(f"{key}: Fortran-ordered arrays are not supported")
+    return f, shape, dtype
+
+
+def read_labels(path, require_labels: bool = True) -> np.ndarray | None:
+    """arr_1 of an npz, without reading its images."""
+    with np.load(path) as data:
+        if LABELS_KEY not in data.files:
+            if require_labels:
+                raise ValueError(f"{path}: no '{LABELS_KEY}' (labels) array")
+            return None
+        return data[LABELS_KEY]
+
+
+def images_shape(path) -> tuple:
+    """Shape of arr_0 from its header, without reading the images."""
+    with zipfile.ZipFile(path) as zf:
+        f, shape, _ = _member_header(zf, IMAGES_KEY)
+        f.close()
+        return shape
+
+
+def read_first_images(path, count: int) -> np.ndarray:
+    """The first `count` images of arr_0, reading only their bytes (a 50k npz is 10 GB)."""
+    with zipfile.ZipFile(path) as zf:
+        f, shape, dtype = _member_header(zf, IMAGES_KEY)
+        with f:
+            count = min(count, shape[0])
+            per_image = int(np.prod(shape[1:])) * dtype.itemsize
+            data = f.read(count * per_image)
+    return np.frombuffer(data, dtype=dtype).reshape(count, *shape[1:])
+
+
+def _write_member(zf: zipfile.ZipFile, key: str, shape: tuple, dtype, chunks) -> None:
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
+    with zf.open(f"{key}.npy", "w", force_zip64=True) as f:
+        np.lib.format.write_array_header_2_0(f, header)
+        for chunk in chunks:
+            f.write(np.ascontiguousarray(chunk, dtype=dtype).tobytes())
+
+
+def pack_shards(shard_dir, ranges: list[tuple[int, int]], out_path, with_labels: bool) -> Path:
+    """Concatenate the shards of `ranges` (in order) into one ADM npz, streaming shard by shard
+    so that memory holds one shard, not all N images. Every shard must exist and hold exactly
+    its range; the file appears atomically."""
+    paths = [shard_path(shard_dir, lo, hi) for lo, hi in ranges]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} shard(s) missing, first: {missing[0]}")
+    sample_shape = None
+    for (lo, hi), p in zip(ranges, paths):
+        shape = images_shape(p)
+        if shape[0] != hi - lo:
+            raise ValueError(f"{p}: holds {shape[0]} images, its range needs {hi - lo}")
+        if sample_shape is not None and shape[1:] != sample_shape:
+            raise ValueError(f"{p}: image shape {shape[1:]} differs from the other shards' {sample_shape}")
+        sample_shape = shape[1:]
+    total = ranges[-1][1] - ranges[0][0]
+
+    def shard_arrays(key):
+        for p in paths:
+            with np.load(p) as data:
+                yield data[key]
+
+    def write(f):
+        with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+            _write_member(zf, IMAGES_KEY, (total, *sample_shape), np.uint8, shard_arrays(IMAGES_KEY))
+            if with_labels:
+                _write_member(zf, LABELS_KEY, (total,), np.int64, shard_arrays(LABELS_KEY))
+
+    _atomic_write(Path(out_path), write)
+    return Path(out_path)
+
+
+def check_samples(path, num_samples: int, num_classes: int | None) -> None:
+    """Exactly num_samples images and, with num_classes, exactly num_samples / num_classes of each class."""
+    n = images_shape(path)[0]
+    if n != num_samples:
+        raise ValueError(f"{path}: holds {n} samples, expected exactly {num_samples}")
+    if num_classes is None:
+        return
+    labels = read_labels(path)
+    if len(labels) != num_samples:
+        raise ValueError(f"{path}: {len(labels)} labels for {num_samples} samples")
+    counts = np.bincount(labels, minlength=num_classes)
+    per_class = num_samples // num_classes
+    wrong = np.flatnonzero(counts != per_class)
+    if len(counts) != num_classes or len(wrong):
+        c = int(wrong[0]) if len(wrong) else num_classes
+        raise ValueError(f"{path}: class {c} has {int(counts[c]) if c < len(counts) else 0} samples, "
+                         f"expected exactly {per_class} per class")
