@@ -267,16 +267,21 @@ class CheckerboardGenerator(nn.Module):
         return [first] + [self.autoenc.rescale_latents(z, s) for z, s in zip(codes[:-1], self.scale_sizes[1:])]
 
     # ---- teacher forcing -----------------------------------------------------------------
-    def forward(self, indices: list, labels=None, steps_per_scale=4):
+    def training_layout(self, device=None) -> Layout:
+        """The layout of one training step: random block sizes when the config asks for them."""
+        return self.random_layout(device) if self.cfg.random_block_size else self.layout(4, device)
+
+    def forward(self, indices: list, labels=None, steps_per_scale=4, layout: Layout | None = None):
         """Teacher-forced logits (B, N, n_embed) from per-scale code indices [(B, s, s), ...].
 
-        In training mode the SPEC 6 regularisers apply and `steps_per_scale` is unused. Labels
-        are not range-checked here (that would be a host sync per step): see `check_labels`.
+        In training mode the SPEC 6 regularisers apply and the block split is random unless a
+        `layout` is given (a compiled training step draws it outside the graph). Labels are not
+        range-checked here (that would be a host sync per step): see `check_labels`.
         """
         training = self.training
         device = indices[0].device
-        layout = self.random_layout(device) if training and self.cfg.random_block_size else \
-            self.layout(steps_per_scale, device)
+        if layout is None:
+            layout = self.training_layout(device) if training else self.layout(steps_per_scale, device)
         codes = [self.autoenc.lookup(ind) for ind in indices]  # (B, 8, s, s) per scale
         prev_codes = codes
         if training and self.cfg.random_replace > 0:
@@ -320,9 +325,9 @@ class CheckerboardGenerator(nn.Module):
         return torch.cat([ind.flatten(1)[:, layout.cell[lo:hi]]
                           for ind, (lo, hi) in zip(indices, layout.scale_bounds)], dim=1)  # (B, N)
 
-    def loss(self, indices: list, labels=None, steps_per_scale=4):
+    def loss(self, indices: list, labels=None, steps_per_scale=4, layout: Layout | None = None):
         """Mean cross entropy over all tokens, plus per-scale loss / top-1 as tensors (no host sync)."""
-        logits = self(indices, labels, steps_per_scale)
+        logits = self(indices, labels, steps_per_scale, layout)
         layout = self.layout(steps_per_scale, indices[0].device)  # only the token order is read: the same for all
         targets = self.sequence_targets(indices, layout)
         ce = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none").view_as(targets)

@@ -71,10 +71,13 @@ _compiled: dict = {}
 
 
 def _maybe_compiled(fn, compile: bool):
+    """Static shapes: one graph per block size (and per guided / dtype / batch variant), so the
+    default limit of 8 specialisations is too low for a sampler that mixes settings."""
     if not compile:
         return fn
     if fn not in _compiled:
-        _compiled[fn] = torch.compile(fn, mode="reduce-overhead", fullgraph=True)
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        _compiled[fn] = torch.compile(fn, mode="reduce-overhead", fullgraph=True, dynamic=False)
     return _compiled[fn]
 
 
@@ -143,7 +146,8 @@ def generate(model: CheckerboardGenerator, labels=None, batch_size=None, cfg=0.0
                 break
             tokens = torch.arange(lo, hi, device=device)
             noise = None if temperature == 0 else exponential_noise((B, hi - lo, book.shape[0]), device, generator)
-            idx, gt, entropy = step_fn(model, tokens, src[:, lo - s_lo:hi - s_lo], seq_gt, modulations, guided,
+            block_src = src[:, lo - s_lo:hi - s_lo].contiguous()  # same strides for every block size
+            idx, gt, entropy = step_fn(model, tokens, block_src, seq_gt, modulations, guided,
                                        weights[step], noise, temperature, layout, return_trace)
             seq_idx[:, lo:hi] = idx
             seq_gt[:, lo:hi] = gt
