@@ -17,6 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import build_random_model  # noqa: E402
+from models import sampler  # noqa: E402
 
 
 def time_call(fn, device, warmup: int, repeats: int) -> list[float]:
@@ -67,12 +68,18 @@ def main():
 
         times = time_call(run, device, args.warmup, args.repeats)
         median = statistics.median(times)
+        # The decoder's share: decode alone, the same way generate does it.
+        layout = model.layout(steps, device)
+        seq_idx = torch.randint(0, model.autoenc.config.n_embed, (batch, len(layout.cell)), device=device)
+        decode = sampler._maybe_compiled(sampler.decode_tokens, args.compile)
+        decode_times = time_call(lambda: decode(model, seq_idx, layout), device, args.warmup, args.repeats)
         record = {
             "bench": "sample", "model": args.model, "batch_size": batch, "steps": n_steps, "cfg": args.cfg,
             "dtype": args.dtype, "compile": args.compile, "device": torch.cuda.get_device_name(device)
             if device.type == "cuda" else "cpu", "median_s": round(median, 5),
             "s_per_image": round(median / batch, 5), "images_per_s": round(batch / median, 2),
             "min_s": round(min(times), 5), "max_s": round(max(times), 5), "repeats": len(times),
+            "decode_median_s": round(statistics.median(decode_times), 5),
         }
         if device.type == "cuda":
             record["peak_mem_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)

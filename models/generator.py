@@ -94,6 +94,7 @@ class Layout:
     n_cls: int
     scale_bounds: tuple  # ((start, end), ...) per scale, in token indices (class token excluded)
     block_bounds: tuple  # ((start, end), ...) per block, likewise
+    block_tokens: tuple  # per block, its token indices (n,) on the device (built once, not per step)
 
 
 def build_layout(sizes: tuple, blocks: tuple, n_cls: int, class_id: int, empty_id: int, device) -> Layout:
@@ -132,8 +133,9 @@ def build_layout(sizes: tuple, blocks: tuple, n_cls: int, class_id: int, empty_i
     seq_block = torch.cat([torch.zeros(n_cls, dtype=torch.long), block + n_cls])
     mask = seq_block[None, :] <= seq_block[:, None]
     to = lambda t: t.to(device)  # noqa: E731
+    block_tokens = tuple(to(torch.arange(lo, hi)) for lo, hi in block_bounds)
     return Layout(to(torch.tensor(cell)), to(pos_id), to(prev_index), to(prev_pos_id), to(has_prev), to(block),
-                  to(rot_pos), to(rot_prev), to(mask), n_cls, tuple(scale_bounds), tuple(block_bounds))
+                  to(rot_pos), to(rot_prev), to(mask), n_cls, tuple(scale_bounds), tuple(block_bounds), block_tokens)
 
 
 def random_block(n: int, rng: random.Random) -> int:

@@ -61,6 +61,26 @@ def block_step(model: CheckerboardGenerator, tokens, src, seq_gt, modulations, g
     return idx, gt, entropy
 
 
+def scale_sources(model: CheckerboardGenerator, seq_idx, layout: Layout, k: int):
+    """Embedded sources (B, n_k, C) of scale k: the finished scale k-1 rescaled to it (SPEC 4)."""
+    s = model.scale_sizes[k]
+    B = seq_idx.shape[0]
+    if k == 0:
+        book = model.autoenc.codebook()
+        z_up = torch.zeros(B, book.shape[1], s, s, dtype=book.dtype, device=seq_idx.device)
+    else:
+        previous = model.autoenc.lookup(_to_grid(seq_idx, layout, k - 1, model.scale_sizes[k - 1]))
+        z_up = model.autoenc.rescale_latents(previous, s)  # (B, 8, s, s)
+    lo, hi = layout.scale_bounds[k]
+    return model.embed_sources(z_up.flatten(2)[:, :, layout.cell[lo:hi]].transpose(1, 2))  # (B, n_k, C)
+
+
+def decode_tokens(model: CheckerboardGenerator, seq_idx, layout: Layout):
+    """RGB images (B, 3, H, W) from the tokens of the last scale."""
+    k = len(model.scale_sizes) - 1
+    return model.autoenc.decode(model.autoenc.lookup(_to_grid(seq_idx, layout, k, model.scale_sizes[k])))
+
+
 def class_prefill(model: CheckerboardGenerator, cond, modulations, layout: Layout):
     """Writes the class token's keys and values into the cache."""
     pos = torch.zeros(1, dtype=torch.long, device=cond.device)
@@ -132,31 +152,23 @@ def generate(model: CheckerboardGenerator, labels=None, batch_size=None, cfg=0.0
     seq_idx = torch.zeros(B, N, dtype=torch.long, device=device)
     seq_gt = torch.zeros(B, N, C, dtype=dtype, device=device)
     seq_entropy = torch.zeros(B, N, device=device) if return_trace else None
-    book = model.autoenc.codebook()
-    step, last_codes = 0, None
-    for k, (s_lo, s_hi) in enumerate(layout.scale_bounds):
-        s = model.scale_sizes[k]
-        if k == 0:
-            z_up = torch.zeros(B, book.shape[1], s, s, dtype=dtype, device=device)
-        else:
-            z_up = model.autoenc.rescale_latents(last_codes, s)  # (B, 8, s, s)
-        src = model.embed_sources(z_up.flatten(2)[:, :, layout.cell[s_lo:s_hi]].transpose(1, 2))  # (B, n_k, C)
-        for lo, hi in layout.block_bounds[step:]:
-            if lo >= s_hi:
-                break
-            tokens = torch.arange(lo, hi, device=device)
-            noise = None if temperature == 0 else exponential_noise((B, hi - lo, book.shape[0]), device, generator)
-            block_src = src[:, lo - s_lo:hi - s_lo].contiguous()  # same strides for every block size
-            idx, gt, entropy = step_fn(model, tokens, block_src, seq_gt, modulations, guided,
-                                       weights[step], noise, temperature, layout, return_trace)
-            seq_idx[:, lo:hi] = idx
-            seq_gt[:, lo:hi] = gt
-            if return_trace:
-                seq_entropy[:, lo:hi] = entropy
-            step += 1
-        last_codes = model.autoenc.lookup(_to_grid(seq_idx, layout, k, s))
+    n_embed = model.autoenc.config.n_embed
+    sources_fn = _maybe_compiled(scale_sources, compile)
+    for step, ((lo, hi), tokens) in enumerate(zip(layout.block_bounds, layout.block_tokens)):
+        k = next(i for i, (s_lo, s_hi) in enumerate(layout.scale_bounds) if s_lo <= lo < s_hi)
+        if lo == layout.scale_bounds[k][0]:
+            # Outputs of a CUDA graph are overwritten by its next replay: keep our own copy.
+            src, s_lo = sources_fn(model, seq_idx, layout, k).clone(), lo
+        noise = None if temperature == 0 else exponential_noise((B, hi - lo, n_embed), device, generator)
+        block_src = src[:, lo - s_lo:hi - s_lo].contiguous()  # same strides for every block size
+        idx, gt, entropy = step_fn(model, tokens, block_src, seq_gt, modulations, guided, weights[step], noise,
+                                   temperature, layout, return_trace)
+        seq_idx[:, lo:hi] = idx
+        seq_gt[:, lo:hi] = gt
+        if return_trace:
+            seq_entropy[:, lo:hi] = entropy
 
-    out = GenerationOutput(images=model.autoenc.decode(last_codes),
+    out = GenerationOutput(images=_maybe_compiled(decode_tokens, compile)(model, seq_idx, layout).clone(),
                            tokens=[_to_grid(seq_idx, layout, k, s) for k, s in enumerate(model.scale_sizes)],
                            labels=labels)
     if return_trace:
