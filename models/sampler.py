@@ -1,11 +1,12 @@
 """Block-by-block sampling with a static KV cache (SPEC 7).
 
 Written for speed in the gpt-fast manner: the KV cache is allocated once at a fixed shape and
-written in place; every step takes the same tensors with shapes that depend only on the
-block size, so with `compile=True` each block size becomes one CUDA graph
-(`torch.compile(mode="reduce-overhead")`); guidance runs both halves as one batch; the
-AdaLN modulations, which depend on the class only, are computed once; there are no host
-syncs between steps (the guidance weight is a tensor, draws use the exponential race).
+written in place; each step's shapes depend only on the block size; guidance runs both
+halves as one batch; the AdaLN modulations, which depend on the class only, are computed
+once; all random draws are made up front (the exponential race), so the whole generation
+runs without a host sync. With `compile=True` the step functions are compiled and, on a
+GPU, the whole generation (17 steps and the decoder) is captured as ONE CUDA graph per
+batch shape and replayed: launch overhead, not arithmetic, is what a sampler pays at batch 1.
 """
 from dataclasses import dataclass
 
@@ -23,11 +24,15 @@ class GenerationOutput:
     entropy: list | None = None  # per scale (B, s, s): entropy of the distribution it was drawn from
 
 
-def exponential_noise(shape, device, generator):
-    """Exp(1) noise; a list of generators gives each sample its own stream (reproducible per index)."""
+def exponential_noise(shape, device, generator, out=None):
+    """Exp(1) noise (B, ...); a list of generators gives each sample its own stream, so a sample's
+    draws depend on its own seed only (not on the batch it is in)."""
+    out = torch.empty(shape, device=device) if out is None else out
     if isinstance(generator, (list, tuple)):
-        return torch.stack([torch.empty(shape[1:], device=device).exponential_(generator=g) for g in generator])
-    return torch.empty(shape, device=device).exponential_(generator=generator)
+        for row, g in zip(out, generator):
+            row.exponential_(generator=g)
+        return out
+    return out.exponential_(generator=generator)
 
 
 def block_step(model: CheckerboardGenerator, tokens, src, seq_gt, modulations, guided: bool, cfg_weight, noise,
@@ -91,13 +96,13 @@ _compiled: dict = {}
 
 
 def _maybe_compiled(fn, compile: bool):
-    """Static shapes: one graph per block size (and per guided / dtype / batch variant), so the
-    default limit of 8 specialisations is too low for a sampler that mixes settings."""
+    """Static shapes: one specialisation per block size, scale and batch shape, so the default
+    limit of 8 is too low for a sampler that mixes settings."""
     if not compile:
         return fn
     if fn not in _compiled:
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
-        _compiled[fn] = torch.compile(fn, mode="reduce-overhead", fullgraph=True, dynamic=False)
+        _compiled[fn] = torch.compile(fn, fullgraph=True, dynamic=False)
     return _compiled[fn]
 
 
@@ -119,6 +124,73 @@ def resolve_labels(model: CheckerboardGenerator, labels, batch_size, generator, 
     return None, batch_size
 
 
+def run_blocks(model: CheckerboardGenerator, B: int, labels, cfg_weights, noise, layout: Layout, guided: bool,
+               temperature: float, with_entropy: bool, compile: bool):
+    """All steps and the decoder, on the device only: no host sync, no host data, so that it
+    can be captured as one CUDA graph. labels (B,) or None; cfg_weights (steps,) the guidance
+    weight of each step; noise (B, N, V) Exp(1) draws or None at temperature 0.
+    Returns indices (B, N) in sequence order, entropies (B, N) or None, and images."""
+    device = layout.cell.device
+    N, C = len(layout.cell), model.combine_inputs.out_features
+    step_fn = _maybe_compiled(block_step, compile)
+    modulations = None
+    if layout.n_cls:
+        rows = torch.cat([labels, torch.full_like(labels, model.cfg.num_classes)]) if guided else labels
+        cond = model.class_embeddings(rows)  # (rows, C)
+        modulations = model.llama.modulations(cond)
+        _maybe_compiled(class_prefill, compile)(model, cond, modulations, layout)
+    seq_idx = torch.zeros(B, N, dtype=torch.long, device=device)
+    seq_gt = torch.zeros(B, N, C, dtype=model.lm_head.weight.dtype, device=device)
+    seq_entropy = torch.zeros(B, N, device=device) if with_entropy else None
+    sources_fn = _maybe_compiled(scale_sources, compile)
+    for step, ((lo, hi), tokens) in enumerate(zip(layout.block_bounds, layout.block_tokens)):
+        k = next(i for i, (s_lo, s_hi) in enumerate(layout.scale_bounds) if s_lo <= lo < s_hi)
+        if lo == layout.scale_bounds[k][0]:
+            src, s_lo = sources_fn(model, seq_idx, layout, k), lo
+        block_src = src[:, lo - s_lo:hi - s_lo].contiguous()  # same strides for every block size
+        block_noise = None if noise is None else noise[:, lo:hi]
+        idx, gt, entropy = step_fn(model, tokens, block_src, seq_gt, modulations, guided, cfg_weights[step],
+                                   block_noise, temperature, layout, with_entropy)
+        seq_idx[:, lo:hi] = idx
+        seq_gt[:, lo:hi] = gt
+        if with_entropy:
+            seq_entropy[:, lo:hi] = entropy
+    return seq_idx, seq_entropy, _maybe_compiled(decode_tokens, compile)(model, seq_idx, layout)
+
+
+class GraphedGeneration:
+    """`run_blocks` captured once as a CUDA graph for one batch shape and set of options.
+
+    Labels, guidance weights and noise are copied into static buffers before each replay; the
+    graph owns its KV caches, so another batch shape (which allocates new caches) cannot pull
+    memory from under it."""
+
+    def __init__(self, model, B, labels, cfg_weights, noise, layout, guided, temperature, with_entropy):
+        self.labels = None if labels is None else labels.clone()
+        self.cfg_weights = cfg_weights.clone()
+        self.noise = None if noise is None else noise.clone()
+        args = (model, B, self.labels, self.cfg_weights, self.noise, layout, guided, temperature, with_entropy, True)
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):  # warm-up compiles and autotunes outside the capture
+            for _ in range(2):
+                run_blocks(*args)
+        torch.cuda.current_stream().wait_stream(stream)
+        self.caches = [(layer.attention.kv_cache.k, layer.attention.kv_cache.v) for layer in model.llama.layers]
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.outputs = run_blocks(*args)
+
+    def __call__(self, labels, cfg_weights, noise):
+        if labels is not None:
+            self.labels.copy_(labels)
+        self.cfg_weights.copy_(cfg_weights)
+        if noise is not None:
+            self.noise.copy_(noise)
+        self.graph.replay()
+        return tuple(None if t is None else t.clone() for t in self.outputs)
+
+
 @torch.no_grad()
 def generate(model: CheckerboardGenerator, labels=None, batch_size=None, cfg=0.0, cfg_start_step=5,
              steps_per_scale=4, temperature=1.0, generator=None, return_trace=False,
@@ -134,43 +206,28 @@ def generate(model: CheckerboardGenerator, labels=None, batch_size=None, cfg=0.0
     device, dtype = model.lm_head.weight.device, model.lm_head.weight.dtype
     labels, B = resolve_labels(model, labels, batch_size, generator, device)
     layout = model.layout(steps_per_scale, device)
-    N, C = len(layout.cell), model.combine_inputs.out_features
+    N = len(layout.cell)
     guided = cfg > 0
-    step_fn = _maybe_compiled(block_step, compile)
-
     model.llama.setup_caches(2 * B if guided else B, layout.n_cls + N, dtype, device)
-    modulations = None
-    if layout.n_cls:
-        rows = torch.cat([labels, torch.full_like(labels, model.cfg.num_classes)]) if guided else labels
-        cond = model.class_embeddings(rows)  # (rows, C)
-        modulations = model.llama.modulations(cond)
-        _maybe_compiled(class_prefill, compile)(model, cond, modulations, layout)
-    # One guidance weight per step, on the device up front: no host-to-device copy between steps.
-    weights = torch.tensor([cfg if guided and t >= cfg_start_step else 0.0
-                            for t in range(len(layout.block_bounds))]).to(device)
+    cfg_weights = torch.tensor([cfg if guided and t >= cfg_start_step else 0.0
+                                for t in range(len(layout.block_bounds))]).to(device)
+    noise = None
+    if temperature > 0:
+        noise = exponential_noise((B, N, model.autoenc.config.n_embed), device, generator)
 
-    seq_idx = torch.zeros(B, N, dtype=torch.long, device=device)
-    seq_gt = torch.zeros(B, N, C, dtype=dtype, device=device)
-    seq_entropy = torch.zeros(B, N, device=device) if return_trace else None
-    n_embed = model.autoenc.config.n_embed
-    sources_fn = _maybe_compiled(scale_sources, compile)
-    for step, ((lo, hi), tokens) in enumerate(zip(layout.block_bounds, layout.block_tokens)):
-        k = next(i for i, (s_lo, s_hi) in enumerate(layout.scale_bounds) if s_lo <= lo < s_hi)
-        if lo == layout.scale_bounds[k][0]:
-            # Outputs of a CUDA graph are overwritten by its next replay: keep our own copy.
-            src, s_lo = sources_fn(model, seq_idx, layout, k).clone(), lo
-        noise = None if temperature == 0 else exponential_noise((B, hi - lo, n_embed), device, generator)
-        block_src = src[:, lo - s_lo:hi - s_lo].contiguous()  # same strides for every block size
-        idx, gt, entropy = step_fn(model, tokens, block_src, seq_gt, modulations, guided, weights[step], noise,
-                                   temperature, layout, return_trace)
-        seq_idx[:, lo:hi] = idx
-        seq_gt[:, lo:hi] = gt
-        if return_trace:
-            seq_entropy[:, lo:hi] = entropy
+    if compile and device.type == "cuda":
+        key = (B, layout.block_bounds, guided, float(temperature), return_trace, dtype)
+        graphs = model.__dict__.setdefault("_generation_graphs", {})
+        if key not in graphs:
+            graphs[key] = GraphedGeneration(model, B, labels, cfg_weights, noise, layout, guided, temperature,
+                                            return_trace)
+        seq_idx, seq_entropy, images = graphs[key](labels, cfg_weights, noise)
+    else:
+        seq_idx, seq_entropy, images = run_blocks(model, B, labels, cfg_weights, noise, layout, guided, temperature,
+                                                  return_trace, compile)
 
-    out = GenerationOutput(images=_maybe_compiled(decode_tokens, compile)(model, seq_idx, layout).clone(),
-                           tokens=[_to_grid(seq_idx, layout, k, s) for k, s in enumerate(model.scale_sizes)],
-                           labels=labels)
+    out = GenerationOutput(images=images, labels=labels,
+                           tokens=[_to_grid(seq_idx, layout, k, s) for k, s in enumerate(model.scale_sizes)])
     if return_trace:
         steps = layout.block.expand(B, -1)
         out.steps = [_to_grid(steps, layout, k, s) for k, s in enumerate(model.scale_sizes)]
