@@ -206,3 +206,15 @@ def test_malformed_step_list_is_an_argument_error(capsys):
         main_sample.main(["--checkpoint", "x", "--output_dir", "y", "--steps_per_scale", "1,a"])
     assert exit_info.value.code == 2
     assert "--steps_per_scale: expected comma-separated integers, got '1,a'" in capsys.readouterr().err
+
+
+def test_bf16_precision_stays_close_to_fp32(tiny_dir, tiny_expected, capsys, tmp_path):
+    """--precision bf16 samples the same classes with images near the fp32 ones (greedy draws
+    may flip at near-ties, so the check is on the mean, not every pixel)."""
+    labels = ",".join(map(str, tiny_expected["labels"].tolist()))
+    rc, _, err = run_main(["--checkpoint", tiny_dir, "--classes", labels, "--temperature", 0, "--cfg", 0,
+                           "--precision", "bf16", "--output_dir", tmp_path, "--device", "cpu"], capsys)
+    assert rc == 0, err
+    got = load_npz(tmp_path / "samples.npz")["arr_0"].astype(float)
+    expected = sample_io.to_uint8(tiny_expected["sample_nocfg_img_3"]).astype(float)
+    assert np.abs(got - expected).mean() < 8
