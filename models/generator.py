@@ -12,6 +12,9 @@ from .checkerboard import checkerboard_order, scale_ratio_from_config, scale_siz
 from .transformer import Transformer, TransformerConfig
 
 
+DEFAULT_STEPS_PER_SCALE = 4
+
+
 @dataclass
 class LlamaConfig:
     hidden_size: int
@@ -173,8 +176,8 @@ class CheckerboardGenerator(nn.Module):
         # Extra rotary rows after the grid cells.
         self.class_pos_id, self.empty_pos_id = self.num_tokens, self.num_tokens + 1
 
-        self.empty_token_emb = nn.Parameter(torch.randn(C) * 0.02)
-        self.empty_token_pos = nn.Parameter(torch.randn(C) * 0.02)
+        self.empty_token_emb = nn.Parameter(torch.empty(C))
+        self.empty_token_pos = nn.Parameter(torch.empty(C))
         self.autoenc = autoencoder
         self.autoenc.scale_sizes = self.scale_sizes
         self.autoenc.requires_grad_(False)
@@ -188,6 +191,24 @@ class CheckerboardGenerator(nn.Module):
         self.lm_head = nn.Linear(C, autoencoder.config.n_embed)
         self._block_rng = random.Random(0)
         self._layouts = {}
+        self._init_weights()
+
+    def _init_weights(self, std: float = 0.02):
+        """LlamaGen's initialisation (normal weights, zero biases) for training from scratch; the
+        AdaLN layers start as the identity and the rotary table keeps its SPEC 5 angles."""
+        for name, module in self.named_modules():
+            if name.startswith(("autoenc", "llama.rotary_emb")):
+                continue
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, std=std)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+        nn.init.normal_(self.empty_token_emb, std=std)
+        nn.init.normal_(self.empty_token_pos, std=std)
+        if self.cfg.class_cond:
+            for layer in self.llama.layers:
+                layer.input_modulation.reset_parameters()
+                layer.post_attention_modulation.reset_parameters()
 
     @property
     def autoencoder(self) -> VQModel:
@@ -270,8 +291,10 @@ class CheckerboardGenerator(nn.Module):
 
     # ---- teacher forcing -----------------------------------------------------------------
     def training_layout(self, device=None) -> Layout:
-        """The layout of one training step: random block sizes when the config asks for them."""
-        return self.random_layout(device) if self.cfg.random_block_size else self.layout(4, device)
+        """The layout of one training step: random block sizes when the config asks for them,
+        else the split of the paper's ratio-2 sampling setting."""
+        return self.random_layout(device) if self.cfg.random_block_size else \
+            self.layout(DEFAULT_STEPS_PER_SCALE, device)
 
     def forward(self, indices: list, labels=None, steps_per_scale=4, layout: Layout | None = None):
         """Teacher-forced logits (B, N, n_embed) from per-scale code indices [(B, s, s), ...].

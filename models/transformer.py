@@ -44,9 +44,14 @@ class AdaLN(nn.Module):
     def __init__(self, dim: int):
         super().__init__()
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
-        nn.init.zeros_(self.adaLN_modulation[1].weight)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        """shift 0, scale 1, from a zero weight: the identity whatever the class."""
+        linear = self.adaLN_modulation[1]
+        nn.init.zeros_(linear.weight)
         with torch.no_grad():
-            self.adaLN_modulation[1].bias.copy_(torch.cat([torch.zeros(dim), torch.ones(dim)]))
+            linear.bias.copy_(torch.cat([torch.zeros(linear.out_features // 2), torch.ones(linear.out_features // 2)]))
 
     def forward(self, cond):
         """(B, 1, 2C) shift and scale; depends on the class only, so sampling computes it once."""
