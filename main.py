@@ -1,0 +1,84 @@
+"""Train a progressive checkerboard generator from a YAML config.
+
+    python main.py --config configs/config_256_S.yaml --data_path /data/imagenet --output_dir runs/S
+    torchrun --nproc_per_node=8 main.py --config configs/config_256_S.yaml --data_path ... --output_dir ...
+    python main.py --config ... --data_path ... --create_cache          # encode the ten-crop token cache
+    python main.py --config ... --data_path ... --use_cache --output_dir ...
+    python main.py --resume runs/S --epochs 120                          # continue a run
+
+Every key of the config's `args:` section is an option here and the command line wins; an unknown
+key is an error. Other scripts call `TrainConfig.load(...)` and `train(config)` directly.
+"""
+import argparse
+import logging
+import sys
+
+from util.distributed import cleanup, get_rank
+from util.train_config import TrainConfig, add_config_arguments
+from util.train_engine import NonFiniteLossError, create_cache, fit, setup, start_processes, train
+
+log = logging.getLogger("main")
+
+__all__ = ["get_args_parser", "parse_config", "TrainConfig", "train", "main"]
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """Errors as one line (argparse would print the whole usage before it)."""
+
+    def error(self, message):
+        _fail(f"{message} (see --help)", EXIT_BAD_INPUT)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = OneLineErrorParser("main.py", description="Train a progressive checkerboard generator.")
+    return add_config_arguments(parser)
+
+
+def parse_config(argv=None, parser=None) -> TrainConfig:
+    """TrainConfig from the config file's `args:` and the options given in `argv`."""
+    parser = parser or get_args_parser()
+    overrides = vars(parser.parse_args(argv))
+    return TrainConfig.load(overrides.pop("config", None), **overrides)
+
+
+def _fail(message: str, code: int):
+    print(f"main.py: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def main(argv=None):
+    parser = get_args_parser()
+    try:
+        config = parse_config(argv, parser)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e), EXIT_BAD_INPUT)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    owns_processes, run = False, None
+    try:
+        try:
+            _, _, _, owns_processes = start_processes(config.device)
+            if get_rank() != 0:
+                logging.getLogger().setLevel(logging.WARNING)
+            if config.create_cache:
+                log.info("token cache ready: %s", create_cache(config))
+                if not config.use_cache:
+                    return
+            run = setup(config)
+        except (ValueError, FileNotFoundError) as e:
+            _fail(str(e), EXIT_BAD_INPUT)
+        try:
+            fit(run)
+        except NonFiniteLossError as e:
+            _fail(str(e), EXIT_FAILED)
+    finally:
+        if run is not None:
+            run.close()
+        if owns_processes:
+            cleanup()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""Inline evaluation plumbing: reproducible samples, the grid, and the torch-fidelity call."""
+import numpy as np
+import pytest
+import torch
+import torch_fidelity
+from torch_fidelity.defaults import DEFAULTS
+
+from models import load_model
+from util.inline_eval import InlineEvaluator, NpzImages, SampleSettings, sample_images, tile
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_dir):
+    return load_model(tiny_dir)
+
+
+def test_samples_do_not_depend_on_batching(tiny):
+    settings = SampleSettings(cfg=1.5, cfg_start_step=2, seed=3, batch_size=4)
+    whole = sample_images(tiny, list(range(6)), settings, "cpu")
+    split = sample_images(tiny, [4, 5], SampleSettings(cfg=1.5, cfg_start_step=2, seed=3, batch_size=1), "cpu")
+    assert whole.dtype == torch.uint8 and whole.shape == (6, 3, 32, 32)
+    # Equal up to float reductions that depend on the batch size with several threads.
+    assert (whole[4:].float() - split.float()).abs().mean() < 0.5
+    assert (whole[:2].float() - split.float()).abs().mean() > 10  # other indices, other samples
+
+
+def test_tile_places_every_image():
+    images = torch.arange(5, dtype=torch.uint8).view(5, 1, 1, 1).expand(5, 3, 2, 2)
+    grid = tile(images, columns=2, padding=1)
+    assert grid.shape == (3, 1 + 3 * 3, 1 + 2 * 3)
+    assert grid[0, 4, 4] == 3 and grid[0, 7, 1] == 4 and grid[0, 7, 4] == 0
+
+
+def test_fidelity_gets_all_samples_and_known_options(tiny, tmp_path, monkeypatch):
+    weights = tmp_path / "inception.pth"
+    weights.write_bytes(b"local weights stand-in")
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    seen = {}
+
+    def fake_calculate_metrics(**kwargs):
+        unknown = set(kwargs) - set(DEFAULTS)
+        assert not unknown, unknown
+        seen.update(kwargs)
+        seen["samples"] = np.stack([kwargs["input1"][i].numpy() for i in range(len(kwargs["input1"]))])
+        return {"frechet_inception_distance": 12.5, "inception_score_mean": 3.0}
+
+    monkeypatch.setattr(torch_fidelity, "calculate_metrics", fake_calculate_metrics)
+    settings = SampleSettings(cfg=1.5, cfg_start_step=2, seed=1, batch_size=3)
+    evaluator = InlineEvaluator(tmp_path / "out", settings, num_samples=5, grid_samples=0, reference=reference,
+                                inception_weights=weights)
+    (tmp_path / "out").mkdir()
+    metrics, grid = evaluator(tiny, epoch=4, device=torch.device("cpu"))
+    assert metrics == {"fid": 12.5, "inception_score": 3.0} and grid is None
+    assert seen["input2"] == str(reference) and seen["feature_extractor_weights_path"] == str(weights)
+    assert seen["fid"] and seen["isc"] and not seen["cuda"]
+    assert np.array_equal(seen["samples"], sample_images(tiny, list(range(5)), settings, "cpu").numpy())
+    assert not list((tmp_path / "out").iterdir())  # the temporary sample files are gone
+
+
+def test_missing_reference_or_weights_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="eval_reference_data_path not found"):
+        InlineEvaluator(tmp_path, SampleSettings(), 4, 0, reference=tmp_path / "none")
+    with pytest.raises(FileNotFoundError, match="eval_inception_weights not found"):
+        InlineEvaluator(tmp_path, SampleSettings(), 4, 0, inception_weights=tmp_path / "none.pth")
+
+
+def test_npz_reference_reads_arr_0_lazily(tmp_path):
+    images = torch.randint(0, 256, (3, 4, 4, 3), dtype=torch.uint8).numpy()
+    np.savez(tmp_path / "ref.npz", images)
+    reference = NpzImages(tmp_path / "ref.npz")
+    assert len(reference) == 3 and reference.images is None
+    assert np.array_equal(reference[2].permute(1, 2, 0).numpy(), images[2])
+    np.savez(tmp_path / "other.npz", pictures=images)
+    with pytest.raises(ValueError, match="other.npz: not an .npz with an arr_0 array"):
+        InlineEvaluator(tmp_path, SampleSettings(), 4, 0, reference=tmp_path / "other.npz")

@@ -1,0 +1,171 @@
+"""Training images: ADM centre crop to 1.1 x size, then one of its ten crops, in [-1, 1].
+
+Items are addressed by (image index, crop index) pairs that `CropSampler` draws per epoch from the
+run's seed, so the data order and the crops are reproducible and a resumed run sees exactly what an
+uninterrupted one would. Undecodable images are skipped and reported, never fatal.
+"""
+import math
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, Sampler, default_collate
+
+CROP_MARGIN = 1.1  # the centre crop keeps 1.1 x the training size so the ten crops differ
+NUM_CROPS = 10
+# torchvision's ImageFolder extensions; torchvision itself is not imported (it pulls in
+# torch._dynamo: seconds of start-up for every training process)
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def center_crop_arr(pil_image: Image.Image, image_size: int) -> Image.Image:
+    """ADM's centre crop: box-downsample while the short side is >= 2x, bicubic resize, crop."""
+    while min(*pil_image.size) >= 2 * image_size:
+        pil_image = pil_image.resize(tuple(x // 2 for x in pil_image.size), resample=Image.BOX)
+    scale = image_size / min(*pil_image.size)
+    pil_image = pil_image.resize(tuple(round(x * scale) for x in pil_image.size), resample=Image.BICUBIC)
+    arr = np.array(pil_image)
+    crop_y = (arr.shape[0] - image_size) // 2
+    crop_x = (arr.shape[1] - image_size) // 2
+    return Image.fromarray(arr[crop_y:crop_y + image_size, crop_x:crop_x + image_size])
+
+
+def five_crops(img: Image.Image, size: int) -> tuple:
+    """torchvision's FiveCrop: top-left, top-right, bottom-left, bottom-right, centre."""
+    w, h = img.size
+    centre = (int(round((w - size) / 2.0)), int(round((h - size) / 2.0)))
+    corners = [(0, 0), (w - size, 0), (0, h - size), (w - size, h - size), centre]
+    return tuple(img.crop((x, y, x + size, y + size)) for x, y in corners)
+
+
+def ten_crops(pil_image: Image.Image, image_size: int) -> tuple:
+    """torchvision's TenCrop of the ADM centre crop: five crops, then five of the mirrored image."""
+    img = center_crop_arr(pil_image, int(image_size * CROP_MARGIN))
+    return five_crops(img, image_size) + five_crops(img.transpose(Image.Transpose.FLIP_LEFT_RIGHT), image_size)
+
+
+def to_model_range(pil_image: Image.Image) -> torch.Tensor:
+    pixels = torch.from_numpy(np.array(pil_image, dtype=np.uint8))  # (H, W, 3)
+    return pixels.permute(2, 0, 1).float().div(127.5).sub(1.0)  # (3, H, W) in [-1, 1]
+
+
+def load_rgb(path) -> Image.Image:
+    with Image.open(path) as img:
+        return img.convert("RGB")
+
+
+class Skipped(NamedTuple):
+    """Stands in for an image that could not be decoded."""
+
+    path: str
+
+
+class Batch(NamedTuple):
+    inputs: object  # images (B, 3, H, W), or per-scale codes [(B, s, s) int16] from the token cache
+    labels: torch.Tensor | None  # (B,); None when every image of the batch was skipped
+    skipped: list  # paths of undecodable images left out of this batch
+
+
+def image_folder_samples(root, num_classes: int | None = None) -> tuple[list, list]:
+    """(class names, [(path, label)]) of an ImageFolder, checked against the model's class count."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"training images not found: {root} (expected <data_path>/train/<class>/<image>)")
+    classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+    if num_classes is not None and len(classes) != num_classes:
+        raise ValueError(f"{root} has {len(classes)} class folders but the config's model.num_classes is "
+                         f"{num_classes}")
+    samples = []
+    for label, name in enumerate(classes):
+        found = [os.path.join(folder, f) for folder, _, files in sorted(os.walk(root / name, followlinks=True))
+                 for f in sorted(files) if f.lower().endswith(IMG_EXTENSIONS)]
+        if not found:
+            raise FileNotFoundError(f"{root / name}: no images ({', '.join(IMG_EXTENSIONS)})")
+        samples += [(path, label) for path in found]
+    if not samples:
+        raise FileNotFoundError(f"{root}: no class folders with images")
+    return classes, samples
+
+
+class TenCropImageFolder(Dataset):
+    """ImageFolder whose item (index, crop) is crop `crop` of image `index`; item `index` alone is
+    all ten crops (10, 3, H, W) with the label and index (for the token cache)."""
+
+    def __init__(self, root, image_size: int, num_classes: int | None = None):
+        self.root = Path(root)
+        self.image_size = image_size
+        self.classes, self.samples = image_folder_samples(root, num_classes)
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, key):
+        index, crop = key if isinstance(key, tuple) else (key, None)
+        path, label = self.samples[index]
+        try:
+            img = load_rgb(path)
+        except (OSError, ValueError, Image.DecompressionBombError):
+            return Skipped(path)
+        crops = ten_crops(img, self.image_size)
+        if crop is None:
+            return torch.stack([to_model_range(c) for c in crops]), label, index
+        return to_model_range(crops[crop]), label
+
+
+def collate_skipping(items: list) -> Batch:
+    kept = [item for item in items if not isinstance(item, Skipped)]
+    skipped = [item.path for item in items if isinstance(item, Skipped)]
+    if not kept:
+        return Batch(None, None, skipped)
+    inputs, labels = default_collate(kept)
+    return Batch(inputs, labels, skipped)
+
+
+def collate_all_crops(items: list):
+    """(crops (B, 10, 3, H, W), labels, indices, skipped paths) for the token cache."""
+    kept = [item for item in items if not isinstance(item, Skipped)]
+    skipped = [item.path for item in items if isinstance(item, Skipped)]
+    if not kept:
+        return None, None, None, skipped
+    crops, labels, indices = default_collate(kept)
+    return crops, labels, indices, skipped
+
+
+def epoch_seed(*parts: int) -> int:
+    """A 32-bit seed mixed from (seed, epoch, ...), stable across runs and processes."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+class CropSampler(Sampler):
+    """Per epoch: a permutation of the images and one crop per image, from (seed, epoch) alone.
+
+    Both are drawn before splitting among processes, so an image gets the same crop whatever the
+    process count. Each process takes every world_size-th item; the order is padded by wrapping
+    around so that every process has the same number of items (as DistributedSampler does).
+    """
+
+    def __init__(self, num_items: int, num_crops: int, seed: int, rank: int = 0, world_size: int = 1,
+                 shuffle: bool = True):
+        if num_items < 1:
+            raise ValueError("no training images")
+        self.num_items, self.num_crops = num_items, num_crops
+        self.seed, self.rank, self.world_size, self.shuffle = seed, rank, world_size, shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+
+    def __len__(self):
+        return math.ceil(self.num_items / self.world_size)
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        order = torch.randperm(self.num_items, generator=g) if self.shuffle else torch.arange(self.num_items)
+        crops = torch.randint(0, self.num_crops, (self.num_items,), generator=g)
+        total = len(self) * self.world_size
+        order = order.repeat(math.ceil(total / self.num_items))[:total]
+        for i in order[self.rank::self.world_size].tolist():
+            yield i, int(crops[i])

@@ -1,0 +1,188 @@
+"""Evaluation during training: a sample grid, and FID / IS with torch-fidelity against reference images.
+
+torch-fidelity's Inception weights are read from disk only (training machines may have no internet):
+without them FID/IS is skipped with one warning and training goes on. The numbers are torch-fidelity's,
+for tracking progress; the reported ADM metrics come from evaluator.py.
+"""
+import hashlib
+import logging
+import shutil
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from util.distributed import barrier
+
+log = logging.getLogger(__name__)
+
+INCEPTION_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
+
+
+def default_inception_weights() -> Path:
+    """Where torch-fidelity keeps its downloaded Inception weights (torch hub's checkpoints folder)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_WEIGHTS_FILE
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    cfg: float = 2.0
+    cfg_start_step: int = 5
+    steps_per_scale: int = 4
+    temperature: float = 1.0
+    seed: int = 0
+    batch_size: int = 64
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    return ((images.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)  # (B, 3, H, W)
+
+
+@torch.no_grad()
+def sample_images(generator, indices: list[int], settings: SampleSettings, device) -> torch.Tensor:
+    """uint8 (n, 3, H, W) samples; sample i has class i % num_classes and its own seed + i stream, so
+    it does not depend on how the indices are split among batches or processes."""
+    out = []
+    for lo in range(0, len(indices), settings.batch_size):
+        chunk = indices[lo:lo + settings.batch_size]
+        streams = [torch.Generator(device).manual_seed(settings.seed + i) for i in chunk]
+        labels = (torch.tensor(chunk, device=device) % generator.cfg.num_classes
+                  if generator.cfg.class_cond else None)
+        cfg = settings.cfg if generator.cfg.class_cond else 0.0
+        result = generator.generate(labels=labels, batch_size=len(chunk), cfg=cfg,
+                                    cfg_start_step=settings.cfg_start_step, steps_per_scale=settings.steps_per_scale,
+                                    temperature=settings.temperature, generator=streams)
+        out.append(to_uint8(result.images).cpu())
+    return torch.cat(out) if out else torch.zeros(0, 3, 0, 0, dtype=torch.uint8)
+
+
+def tile(images: torch.Tensor, columns: int, padding: int = 2) -> torch.Tensor:
+    """(n, 3, h, w) uint8 -> one (3, H, W) uint8 grid with black padding between the images."""
+    n, c, h, w = images.shape
+    rows = -(-n // columns)
+    grid = torch.zeros(c, rows * (h + padding) + padding, columns * (w + padding) + padding, dtype=images.dtype)
+    for i, image in enumerate(images):
+        y, x = padding + (i // columns) * (h + padding), padding + (i % columns) * (w + padding)
+        grid[:, y:y + h, x:x + w] = image
+    return grid
+
+
+class UInt8Images(Dataset):
+    """(N, H, W, 3) uint8 arrays as torch-fidelity inputs (3, H, W)."""
+
+    def __init__(self, arrays: list):
+        self.arrays = arrays
+        self.starts = np.cumsum([0] + [len(a) for a in arrays])
+
+    def __len__(self):
+        return int(self.starts[-1])
+
+    def __getitem__(self, i):
+        k = int(np.searchsorted(self.starts, i, side="right")) - 1
+        image = np.array(self.arrays[k][i - self.starts[k]])  # a copy: the arrays are read-only maps
+        return torch.from_numpy(image).permute(2, 0, 1)
+
+
+class NpzImages(Dataset):
+    """The `arr_0` images (N, H, W, 3) uint8 of an ADM-style .npz, read only when an item is asked for:
+    once torch-fidelity has cached the reference statistics, later evaluations never load the file."""
+
+    def __init__(self, path: Path):
+        self.path, self.images = path, None
+        try:
+            with zipfile.ZipFile(path) as z, z.open("arr_0.npy") as f:
+                major, _ = np.lib.format.read_magic(f)
+                read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                self.length = read_header(f)[0][0]
+        except (KeyError, zipfile.BadZipFile, ValueError):
+            raise ValueError(f"{path}: not an .npz with an arr_0 array of reference images") from None
+
+    def __len__(self):
+        return self.length
+
+    def __getitem__(self, i):
+        if self.images is None:
+            with np.load(self.path) as data:
+                self.images = data["arr_0"]
+        return torch.from_numpy(np.ascontiguousarray(self.images[i])).permute(2, 0, 1)
+
+
+def reference_input(path: Path):
+    """torch-fidelity's input2: a folder path, or a dataset over an ADM-style .npz (arr_0)."""
+    return NpzImages(path) if path.suffix == ".npz" else str(path)
+
+
+class InlineEvaluator:
+    def __init__(self, output_dir, settings: SampleSettings, num_samples: int, grid_samples: int,
+                 reference=None, inception_weights=None, rank: int = 0, world_size: int = 1):
+        self.output_dir = Path(output_dir)
+        self.settings, self.num_samples, self.grid_samples = settings, num_samples, grid_samples
+        self.rank, self.world_size = rank, world_size
+        self.reference = Path(reference) if reference else None
+        if self.reference is not None and not self.reference.exists():
+            raise FileNotFoundError(f"eval_reference_data_path not found: {self.reference}")
+        if self.reference is not None:
+            reference_input(self.reference)  # a malformed .npz fails now, not at the first evaluation
+        if inception_weights and not Path(inception_weights).is_file():
+            raise FileNotFoundError(f"eval_inception_weights not found: {inception_weights}")
+        self.inception_weights = Path(inception_weights) if inception_weights else default_inception_weights()
+        self.warned = False
+
+    @property
+    def fid_wanted(self) -> bool:
+        return self.reference is not None and self.num_samples > 0
+
+    def fid_ready(self) -> bool:
+        """True when FID/IS can run; warns once (process 0) when the weights are missing."""
+        if not self.fid_wanted:
+            return False
+        if self.inception_weights.is_file():
+            return True
+        if not self.warned and self.rank == 0:
+            log.warning("inline FID/IS skipped: torch-fidelity Inception weights not found at %s (copy %s there "
+                        "or pass --eval_inception_weights); training continues",
+                        self.inception_weights, INCEPTION_WEIGHTS_FILE)
+        self.warned = True
+        return False
+
+    def __call__(self, generator, epoch: int, device) -> tuple[dict, torch.Tensor | None]:
+        """(metrics, grid image (3, H, W) in [0, 1] on process 0, else None). `generator` in eval mode,
+        with its decoder on `device`."""
+        grid = None
+        if self.rank == 0 and self.grid_samples > 0:
+            images = sample_images(generator, list(range(self.grid_samples)), self.settings, device)
+            tiles = tile(images, columns=int(np.ceil(np.sqrt(len(images)))))  # (3, H, W) uint8
+            folder = self.output_dir / "samples"
+            folder.mkdir(exist_ok=True)
+            Image.fromarray(tiles.permute(1, 2, 0).numpy()).save(folder / f"epoch-{epoch}.png")
+            grid = tiles.float() / 255
+        metrics = self._fidelity(generator, epoch, device) if self.fid_ready() else {}
+        return metrics, grid
+
+    def _fidelity(self, generator, epoch, device) -> dict:
+        import torch_fidelity
+
+        folder = self.output_dir / f".eval-samples-{epoch}"
+        folder.mkdir(exist_ok=True)
+        mine = list(range(self.rank, self.num_samples, self.world_size))
+        images = sample_images(generator, mine, self.settings, device)
+        np.save(folder / f"rank{self.rank}.npy", images.permute(0, 2, 3, 1).numpy())
+        barrier()
+        metrics = {}
+        if self.rank == 0:
+            arrays = [np.load(folder / f"rank{r}.npy", mmap_mode="r") for r in range(self.world_size)]
+            key = f"{self.reference.resolve()}:{self.reference.stat().st_mtime_ns}"
+            result = torch_fidelity.calculate_metrics(
+                input1=UInt8Images(arrays), input2=reference_input(self.reference), cuda=device.type == "cuda",
+                fid=True, isc=True, verbose=False, samples_find_deep=True,
+                feature_extractor_weights_path=str(self.inception_weights),
+                input2_cache_name=f"checkerboard-ref-{hashlib.sha1(key.encode()).hexdigest()[:16]}")
+            metrics = {"fid": float(result["frechet_inception_distance"]),
+                       "inception_score": float(result["inception_score_mean"])}
+            shutil.rmtree(folder)
+        barrier()
+        return metrics

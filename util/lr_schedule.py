@@ -1,0 +1,35 @@
+"""Learning rate as a function of fractional epochs: linear warm-up, then constant, step or cosine."""
+import math
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class LRSchedule:
+    lr: float
+    epochs: int
+    schedule: str = "constant"
+    warmup_epochs: float = 0.0
+    steps: tuple = field(default_factory=tuple)  # epochs at which the step schedule multiplies by gamma
+    gamma: float = 0.1
+    min_lr: float = 0.0
+
+    def __post_init__(self):
+        if self.schedule not in ("constant", "step", "cosine"):
+            raise ValueError(f"unknown lr schedule {self.schedule!r} (constant, step or cosine)")
+
+    def __call__(self, epoch: float) -> float:
+        """Rate at `epoch` = epoch index + fraction of it done (called once per iteration)."""
+        if epoch < self.warmup_epochs:
+            return self.lr * epoch / self.warmup_epochs
+        if self.schedule == "step":
+            return self.lr * self.gamma ** sum(epoch >= s for s in self.steps)
+        if self.schedule == "cosine":
+            span = max(self.epochs - self.warmup_epochs, 1e-12)
+            progress = min((epoch - self.warmup_epochs) / span, 1.0)
+            return self.min_lr + (self.lr - self.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+        return self.lr
+
+
+def set_lr(optimizer, lr: float):
+    for group in optimizer.param_groups:
+        group["lr"] = lr

@@ -1,0 +1,59 @@
+"""Training records of process 0: TensorBoard scalars and images, plus metrics.jsonl for scripts."""
+import json
+import sys
+import types
+from pathlib import Path
+
+import torch
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def _summary_writer_class():
+    # tensorboard imports TensorFlow when it is installed (evaluator.py needs tensorflow-cpu): seconds
+    # of start-up and log noise for nothing, as its bundled stub writes event files just as well.
+    # The `notf` marker module is tensorboard's own switch for the stub.
+    if "tensorflow" not in sys.modules:
+        sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter
+
+
+class MetricsLog:
+    """Does nothing where `enabled` is false (processes other than 0)."""
+
+    def __init__(self, output_dir, enabled: bool = True):
+        self.enabled = enabled
+        self.path = Path(output_dir) / METRICS_FILE
+        self.writer = _summary_writer_class()(log_dir=str(Path(output_dir) / "tensorboard")) if enabled else None
+
+    def scalars(self, values: dict, step: int, prefix: str = "train"):
+        if not self.enabled:
+            return
+        for key, value in values.items():
+            self.writer.add_scalar(f"{prefix}/{key}", value, step)
+
+    def record(self, entry: dict):
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+    def image(self, tag: str, image: torch.Tensor, step: int):
+        """image (3, H, W) in [0, 1]."""
+        if self.enabled:
+            self.writer.add_image(tag, image, step)
+
+    def flush(self):
+        if self.enabled:
+            self.writer.flush()
+
+    def close(self):
+        if self.enabled:
+            self.writer.close()
+
+
+def read_metrics(output_dir) -> list[dict]:
+    path = Path(output_dir) / METRICS_FILE
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []

@@ -1,0 +1,487 @@
+"""The training loop as plain functions: set-up, one optimizer step, one epoch, the whole run.
+
+`train(config)` is what main.py runs; `setup` + `fit` are the same in two parts (a caller can inspect
+the model afterwards), and `train_step` is the per-iteration step on its own, for benchmarks.
+Processes other than 0 write nothing; all of them seed their randomness from (seed, epoch, rank) at
+every epoch start, which is what makes a resumed run repeat an uninterrupted one exactly.
+"""
+import logging
+import math
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import BatchSampler, DataLoader
+from tqdm.auto import tqdm
+
+from models.autoencoder import load_state_dict_strict
+from models.checkpoint import build_generator, read_config
+from models.generator import CheckerboardGenerator
+from util import distributed as dist_util
+from util.checkpoint import (LAST, load_training_checkpoint, portable_model_section, save_training_checkpoint,
+                             training_state, write_run_config)
+from util.data import NUM_CROPS, Batch, CropSampler, TenCropImageFolder, collate_skipping, epoch_seed
+from util.ema import EMA
+from util.inline_eval import InlineEvaluator, SampleSettings
+from util.lr_schedule import LRSchedule, set_lr
+from util.metrics_log import MetricsLog
+from util.token_cache import TokenCacheDataset, cache_spec, create_token_cache, default_cache_dir
+from util.train_config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+# Autoencoder parts by use: training reads only the codebook (`quantize`); encoding images needs these
+ENCODER_PARTS = ("encoder", "quant_conv")
+DECODER_PARTS = ("decoder", "post_quant_conv")
+SEED_TORCH, SEED_BLOCKS = 1, 2  # streams of epoch_seed(seed, epoch, rank, stream)
+SKIPPED_NAMES_SHOWN = 3
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss (or gradient norm); nothing was saved after it."""
+
+
+# ---- one step -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StepOptions:
+    accum_iter: int = 1
+    grad_clip: float = 0.0  # 0: no clipping (the norm is still returned)
+    amp_dtype: torch.dtype | None = None  # autocast dtype; None: full precision
+    compile: bool = False  # applied by wrap_for_training
+
+
+class GeneratorLoss(nn.Module):
+    """The generator's training loss as a module forward: DDP synchronises gradients only for
+    passes that go through its own forward."""
+
+    def __init__(self, model: CheckerboardGenerator):
+        super().__init__()
+        self.model = model
+
+    def forward(self, indices, labels):
+        return self.model.loss(indices, labels)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on >= 2-D weights only; biases and 1-D parameters (norms, empty tokens) get none."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float, betas, device) -> torch.optim.AdamW:
+    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=tuple(betas),
+                             fused=torch.device(device).type == "cuda")
+
+
+def amp_dtype_for(precision: str, device) -> torch.dtype | None:
+    """Autocast only on GPUs; the CPU trains in fp32."""
+    if torch.device(device).type != "cuda" or precision == "fp32":
+        return None
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def wrap_for_training(model: CheckerboardGenerator, device, distributed: bool, use_compile: bool = False) -> nn.Module:
+    """The module train_step runs: the loss module, under DDP when distributed, compiled if asked."""
+    module = GeneratorLoss(model)
+    if distributed:
+        # The frozen autoencoder is identical everywhere and partly kept on the CPU: DDP leaves it alone.
+        frozen = [n for n, _ in module.named_parameters() if n.startswith("model.autoenc.")]
+        frozen += [n for n, _ in module.named_buffers() if n.startswith("model.autoenc.")]
+        DDP._set_params_and_buffers_to_ignore_for_model(module, frozen)
+        device = torch.device(device)
+        module = DDP(module, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+    return torch.compile(module) if use_compile else module
+
+
+def _ddp_of(module):
+    module = getattr(module, "_orig_mod", module)
+    return module if isinstance(module, DDP) else None
+
+
+def train_step(model: nn.Module, batch, optimizer, scaler, options: StepOptions, accumulate: bool = False) -> dict:
+    """Forward and backward of one batch `(indices, labels)`; unless `accumulate`, also unscale, clip,
+    step the optimizer and clear the gradients. Returns the loss statistics and, after a step,
+    `grad_norm`, as device tensors (no host sync). The loss is divided by `options.accum_iter`."""
+    indices, labels = batch
+    ddp = _ddp_of(model)
+    sync = ddp.no_sync() if accumulate and ddp is not None else nullcontext()
+    with sync:
+        with torch.autocast(indices[0].device.type, dtype=options.amp_dtype, enabled=options.amp_dtype is not None):
+            loss, stats = model(indices, labels)
+        scaler.scale(loss / options.accum_iter).backward()
+    stats = {k: v.detach() for k, v in stats.items()}
+    if accumulate:
+        return stats
+    scaler.unscale_(optimizer)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    stats["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, options.grad_clip or math.inf)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return stats
+
+
+def batch_tokens(batch: Batch, model: CheckerboardGenerator, device) -> tuple:
+    """(per-scale code indices [(B, s, s) int64], labels or None) on `device`; images are encoded."""
+    labels = batch.labels.to(device, non_blocking=True) if model.cfg.class_cond else None
+    if isinstance(batch.inputs, torch.Tensor):
+        with torch.no_grad():
+            images = batch.inputs.to(device, non_blocking=True)
+            return model.autoenc.encode_pyramid(images, model.scale_sizes), labels
+    return [c.to(device, non_blocking=True).long() for c in batch.inputs], labels
+
+
+# ---- placement ----------------------------------------------------------------------------------
+def resolve_device(name: str | None) -> torch.device:
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda but no CUDA GPU is available (use --device cpu)")
+    return torch.device(name)
+
+
+def start_processes(device_name: str | None) -> tuple[int, int, torch.device, bool]:
+    """(rank, world size, device, whether this call started the process group)."""
+    device = resolve_device(device_name)
+    if dist_util.is_distributed():
+        rank, world = dist_util.get_rank(), dist_util.get_world_size()
+        if device.type == "cuda":
+            device = torch.device("cuda", torch.cuda.current_device())
+        return rank, world, device, False
+    rank, world, device = dist_util.init_distributed(device.type)
+    return rank, world, device, dist_util.is_distributed()
+
+
+def place_model(model: CheckerboardGenerator, device, encoder_on_device: bool):
+    """Everything on `device` except the autoencoder's decoder, and its encoder too when training from
+    the token cache: those stay on the CPU (the state dict is still complete)."""
+    model.to(device)
+    for name in DECODER_PARTS + (() if encoder_on_device else ENCODER_PARTS):
+        getattr(model.autoenc, name).to("cpu")
+
+
+@contextmanager
+def decoder_on(model: CheckerboardGenerator, device):
+    """The autoencoder's decoder on `device` (for decoding samples), back on the CPU after."""
+    parts = [getattr(model.autoenc, name) for name in DECODER_PARTS]
+    for part in parts:
+        part.to(device)
+    try:
+        yield
+    finally:
+        for part in parts:
+            part.to("cpu")
+
+
+# ---- the run --------------------------------------------------------------------------------------
+@dataclass
+class TrainingRun:
+    config: TrainConfig
+    output_dir: Path
+    device: torch.device
+    rank: int
+    world_size: int
+    model: CheckerboardGenerator
+    module: nn.Module  # what train_step runs (loss module, DDP, compiled)
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    ema: EMA | None
+    schedule: LRSchedule
+    step_options: StepOptions
+    sampler: CropSampler
+    loader: DataLoader
+    evaluator: InlineEvaluator
+    metrics: MetricsLog
+    start_epoch: int = 0
+    num_images: int = 0
+    from_cache: bool = False
+    last_saved_epoch: int | None = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def close(self):
+        self.metrics.close()
+
+
+def _config_file(config: TrainConfig) -> Path:
+    if not config.config:
+        raise ValueError("no config: pass --config FILE (or --resume a run folder)")
+    return Path(config.config)
+
+
+def _check_data_path(config: TrainConfig):
+    if not config.data_path:
+        raise ValueError("no training data: pass --data_path DIR (an ImageFolder with a train/ folder)")
+    if not Path(config.data_path).is_dir():
+        raise FileNotFoundError(f"data path not found: {config.data_path}")
+
+
+def create_cache(config: TrainConfig) -> Path:
+    """Encode <data_path>/train into the token cache (or finish an interrupted one); returns its folder."""
+    rank, world, device, owns = start_processes(config.device)
+    try:
+        _check_data_path(config)
+        config_path = _config_file(config)
+        model_section, _ = read_config(config_path)
+        model = build_generator(model_section, config_path.parent, source=str(config_path))
+        model.autoenc.to(device)
+        spec = cache_spec(model)
+        cache_dir = Path(config.cache_path) if config.cache_path else default_cache_dir(config.data_path, spec)
+        return create_token_cache(model, Path(config.data_path) / "train", cache_dir, config.cache_shard_size,
+                                  config.cache_batch_size, config.num_workers, device, rank, world,
+                                  progress=config.progress)
+    finally:
+        if owns:
+            dist_util.cleanup()
+
+
+def setup(config: TrainConfig) -> TrainingRun:
+    """Everything a run needs, checked before anything is written (bad input raises ValueError or
+    FileNotFoundError naming it)."""
+    config.validate()
+    rank, world, device, _ = start_processes(config.device)
+    config_path = _config_file(config)
+    model_section, _ = read_config(config_path)
+    output_dir = config.resolved_output_dir()
+    ckpt = None
+    if config.resume:
+        ckpt, ckpt_path = load_training_checkpoint(config.resume)
+    elif (output_dir / LAST).exists():
+        raise ValueError(f"{output_dir} already holds {LAST}: pass --resume {output_dir} to continue that run, "
+                         f"or another --output_dir")
+    torch.manual_seed(config.seed)  # the initial weights
+    model = build_generator(model_section, config_path.parent, source=str(config_path),
+                            load_autoencoder_weights=not (config.resume or config.weights_init))
+    if config.weights_init:
+        init, init_path = load_training_checkpoint(config.weights_init)
+        load_state_dict_strict(model, init["model"], str(init_path))
+    if ckpt is not None:
+        load_state_dict_strict(model, ckpt["model"], str(ckpt_path))
+
+    num_classes = model.cfg.num_classes if model.cfg.class_cond else None
+    if config.use_cache:
+        spec = cache_spec(model)
+        if not config.cache_path:
+            _check_data_path(config)
+        cache_dir = Path(config.cache_path) if config.cache_path else default_cache_dir(config.data_path, spec)
+        dataset = TokenCacheDataset(cache_dir, spec, num_classes)
+    else:
+        _check_data_path(config)
+        dataset = TenCropImageFolder(Path(config.data_path) / "train", model.cfg.img_size, num_classes)
+    sampler = CropSampler(len(dataset), NUM_CROPS, config.seed, rank, world)
+    loader = DataLoader(dataset, batch_sampler=BatchSampler(sampler, config.batch_size, drop_last=True),
+                        num_workers=config.num_workers, pin_memory=config.pin_mem and device.type == "cuda",
+                        collate_fn=collate_skipping)
+    if len(loader) == 0:
+        raise ValueError(f"{len(dataset)} training images give no full batch of {config.batch_size} per process "
+                         f"({world} processes): lower --batch_size")
+    settings = SampleSettings(config.cfg, config.cfg_start_step, config.steps_per_scale, config.temperature,
+                              config.seed, config.eval_batch_size)
+    evaluator = InlineEvaluator(output_dir, settings, config.eval_num_samples, config.eval_grid_samples,
+                                config.eval_reference_data_path, config.eval_inception_weights, rank, world)
+
+    place_model(model, device, encoder_on_device=not config.use_cache)
+    model.train()
+    ema = EMA(model, config.ema_rate) if config.ema else None
+    optimizer = build_optimizer(model, config.lr, config.weight_decay, config.betas, device)
+    amp_dtype = amp_dtype_for(config.precision, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    start_epoch = 0
+    if ckpt is not None:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        if ema is not None:
+            if ckpt.get("model_ema") is not None:
+                ema.load_state_dict(ckpt["model_ema"], f"{ckpt_path}: model_ema")
+            else:
+                log.warning("%s has no model_ema: the EMA restarts from the current weights", ckpt_path)
+        start_epoch = int(ckpt["epoch"]) + 1
+    options = StepOptions(config.accum_iter, config.grad_clip, amp_dtype, config.compile)
+    module = wrap_for_training(model, device, world > 1, options.compile)
+    schedule = LRSchedule(config.lr, config.epochs, config.lr_schedule, config.warmup_epochs,
+                          tuple(config.lr_steps), config.lr_gamma, config.min_lr)
+
+    if rank == 0:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        write_run_config(output_dir, portable_model_section(model_section, config_path.parent, output_dir),
+                         config.recipe(), config.as_dict())
+    dist_util.barrier()
+    metrics = MetricsLog(output_dir, enabled=rank == 0)
+    return TrainingRun(config, output_dir, device, rank, world, model, module, optimizer, scaler, ema, schedule,
+                       options, sampler, loader, evaluator, metrics, start_epoch, len(dataset), config.use_cache,
+                       start_epoch - 1 if ckpt is not None else None)
+
+
+class RunningMeans:
+    """Sums of device scalars between host syncs."""
+
+    def __init__(self):
+        self.sums, self.counts = {}, {}
+
+    def add(self, stats: dict):
+        for key, value in stats.items():
+            value = value.detach().float()
+            self.sums[key] = self.sums[key] + value if key in self.sums else value
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+    def reduce(self) -> dict:
+        """Means over the window and over processes (one host sync); the window starts again."""
+        if not self.sums:
+            return {}
+        keys = sorted(self.sums)
+        means = dist_util.all_reduce_mean(torch.stack([self.sums[k] / self.counts[k] for k in keys]))
+        self.sums, self.counts = {}, {}
+        return dict(zip(keys, means.tolist()))
+
+
+def seed_epoch(run: TrainingRun, epoch: int):
+    torch.manual_seed(epoch_seed(run.config.seed, epoch, run.rank, SEED_TORCH))
+    run.model.seed_block_sizes(epoch_seed(run.config.seed, epoch, run.rank, SEED_BLOCKS))
+
+
+def _check_finite(run: TrainingRun, values: dict, epoch: int, first: int, last: int):
+    bad = {k: values[k] for k in ("loss_total", "grad_norm") if k in values and not math.isfinite(values[k])}
+    # With fp16 the scaler skips steps whose gradients overflow; that is not a failure.
+    if run.scaler.is_enabled():
+        bad.pop("grad_norm", None)
+    if bad:
+        kept = (f"{LAST} (epoch {run.last_saved_epoch}) was left as it was" if run.last_saved_epoch is not None
+                else "no checkpoint was written")
+        raise NonFiniteLossError(f"non-finite {', '.join(f'{k} {v}' for k, v in bad.items())} in epoch {epoch}, "
+                                 f"iterations {first + 1}-{last + 1}: training stopped; {kept}")
+
+
+def train_one_epoch(run: TrainingRun, epoch: int) -> dict:
+    """One pass over the images (one crop each); returns the epoch's mean statistics."""
+    config, model = run.config, run.model
+    seed_epoch(run, epoch)
+    run.sampler.set_epoch(epoch)
+    run.module.train()
+    n_iters = len(run.loader)
+    window, totals = RunningMeans(), RunningMeans()
+    window_start, window_time = 0, time.perf_counter()
+    skipped = []
+    bar = tqdm(total=n_iters, desc=f"epoch {epoch} of {config.epochs}", unit="it", dynamic_ncols=True,
+               disable=not (config.progress and run.is_main))
+    for it, batch in enumerate(run.loader):
+        skipped += batch.skipped
+        last_micro = (it + 1) % config.accum_iter == 0 or it + 1 == n_iters
+        # A batch whose images all failed to decode is skipped (with several processes the others
+        # would wait for this one: a risk only for batches of a few images from a damaged folder).
+        if batch.labels is not None:
+            if last_micro:
+                set_lr(run.optimizer, run.schedule(epoch + it / n_iters))
+            stats = train_step(run.module, batch_tokens(batch, model, run.device), run.optimizer, run.scaler,
+                               run.step_options, accumulate=not last_micro)
+            if last_micro and run.ema is not None:
+                run.ema.update()
+            window.add(stats)
+            totals.add(stats)
+        bar.update(1)
+        if (it + 1) % config.log_freq == 0 or it + 1 == n_iters:
+            values = window.reduce()
+            now = time.perf_counter()
+            _check_finite(run, values, epoch, window_start, it)
+            values["lr"] = run.optimizer.param_groups[0]["lr"]
+            values["images_per_s"] = (it + 1 - window_start) * config.batch_size * run.world_size / (now - window_time)
+            step = epoch * n_iters + it + 1
+            run.metrics.scalars(values, step)
+            run.metrics.record({"epoch": epoch, "iteration": it + 1, "step": step, **values})
+            bar.set_postfix(loss=f"{values.get('loss_total', float('nan')):.4f}", lr=f"{values['lr']:.2e}")
+            window_start, window_time = it + 1, now
+    bar.close()
+    summary = totals.reduce()
+    _report_skipped(run, skipped, epoch)
+    return summary
+
+
+def _report_skipped(run: TrainingRun, skipped: list, epoch: int):
+    mean = dist_util.all_reduce_mean(torch.tensor(float(len(skipped)), device=run.device)).item()
+    count = round(mean * run.world_size)
+    if count and run.is_main:
+        shown = ", ".join(skipped[:SKIPPED_NAMES_SHOWN])
+        log.warning("epoch %d: skipped %d undecodable images (e.g. %s)", epoch, count, shown)
+        run.metrics.record({"epoch": epoch, "skipped_images": count, "examples": skipped[:SKIPPED_NAMES_SHOWN]})
+
+
+def save(run: TrainingRun, epoch: int):
+    config = run.config
+    if run.is_main:
+        keep = (epoch + 1) % config.save_freq == 0 or epoch + 1 == config.epochs
+        ema_state = run.ema.state_dict(run.model) if run.ema is not None else None
+        state = training_state(run.model.state_dict(), ema_state, run.optimizer, run.scaler, epoch, config.namespace())
+        save_training_checkpoint(run.output_dir, state, keep)
+    dist_util.barrier()
+    run.last_saved_epoch = epoch
+
+
+def evaluate(run: TrainingRun, epoch: int) -> dict:
+    """Sample grid and inline FID/IS with the EMA weights when there are some."""
+    model = run.model
+    model.eval()
+    try:
+        with (run.ema.applied() if run.ema is not None else nullcontext()), decoder_on(model, run.device):
+            metrics, grid = run.evaluator(model, epoch, run.device)
+    finally:
+        model.train()
+    step = (epoch + 1) * len(run.loader)
+    if grid is not None:
+        run.metrics.image("samples", grid, step)
+    if metrics:
+        run.metrics.scalars(metrics, step, prefix="eval")
+        run.metrics.record({"epoch": epoch, **metrics})
+        if run.is_main:
+            log.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+    return metrics
+
+
+def fit(run: TrainingRun) -> Path:
+    config = run.config
+    n_iters = len(run.loader)
+    if run.is_main:
+        source = "token cache (ten crops cached per image)" if run.from_cache else "images (ten-crop augmentation)"
+        log.info("an epoch is one pass over the %d images, one random crop of each, not ten passes: %d iterations "
+                 "of %d x %d processes from the %s; effective batch %d", run.num_images, n_iters, config.batch_size,
+                 run.world_size, source, config.batch_size * config.accum_iter * run.world_size)
+        if run.start_epoch >= config.epochs:
+            log.info("nothing to do: epochs %d already done (raise --epochs to continue)", run.start_epoch)
+        elif run.start_epoch:
+            log.info("resuming at epoch %d of %d (epochs count from 0)", run.start_epoch, config.epochs)
+    for epoch in range(run.start_epoch, config.epochs):
+        summary = train_one_epoch(run, epoch)
+        save(run, epoch)
+        if run.is_main:
+            log.info("epoch %d: loss %.4f", epoch, summary.get("loss_total", float("nan")))
+            run.metrics.record({"epoch": epoch, "epoch_mean": summary})
+            run.metrics.flush()
+        if config.eval_freq and ((epoch + 1) % config.eval_freq == 0 or epoch + 1 == config.epochs):
+            evaluate(run, epoch)
+    return run.output_dir
+
+
+def train(config: TrainConfig) -> Path:
+    """The whole run; with `create_cache` the token cache is made (or finished) first and trained from.
+    Returns the output folder."""
+    _, _, _, owns = start_processes(config.device)
+    run = None
+    try:
+        if config.create_cache:
+            create_cache(config)
+            config = replace(config, use_cache=True)
+        run = setup(config)
+        return fit(run)
+    finally:
+        if run is not None:
+            run.close()
+        if owns:
+            dist_util.cleanup()
