@@ -4,8 +4,9 @@
     python benchmarks/bench_train.py --model S --batch_size 128 --device cuda --from_images
     python benchmarks/bench_train.py --model tiny --batch_size 8 --device cpu
 
-One step = teacher-forced forward with the training regularisers, loss, backward, gradient
-clipping, AdamW. From cached tokens the batch is per-scale code indices; --from_images
+One step = `util.train_engine.train_step`, what main.py runs: teacher-forced forward with the
+training regularisers under bf16 autocast (fp32 on CPU), loss, backward, gradient clipping,
+fused AdamW. From cached tokens the batch is per-scale code indices; --from_images
 encodes the images with the autoencoder first, as training without a cache does.
 """
 import argparse
@@ -19,6 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench_sample import time_call  # noqa: E402
 from benchmarks.common import build_random_model  # noqa: E402
+from util.train_engine import StepOptions, amp_dtype_for, build_optimizer, train_step, wrap_for_training  # noqa: E402
 
 
 def main():
@@ -32,12 +34,14 @@ def main():
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
 
-    from util.train_step import TrainStep
-
     device = torch.device(args.device)
     model = build_random_model(args.model, device).train()
-    step = TrainStep(model, lr=1e-4, weight_decay=0.01, betas=(0.9, 0.95), grad_clip=3.0,
-                     bf16=device.type == "cuda", compile=args.compile)
+    # The training loop's own pieces (util/train_engine.py), as main.py assembles them.
+    optimizer = build_optimizer(model, lr=1e-4, weight_decay=0.01, betas=(0.9, 0.95), device=device)
+    amp_dtype = amp_dtype_for("bf16", device)
+    scaler = torch.amp.GradScaler(device.type, enabled=False)
+    options = StepOptions(grad_clip=3.0, amp_dtype=amp_dtype, compile=args.compile)
+    module = wrap_for_training(model, device, distributed=False, use_compile=args.compile)
     B = args.batch_size
     labels = torch.randint(0, model.cfg.num_classes, (B,), device=device)
     size = model.cfg.img_size
@@ -48,8 +52,9 @@ def main():
     def run():
         tokens = indices
         if args.from_images:
-            tokens = step.encode(images)
-        step(tokens, labels)
+            with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                tokens = model.autoenc.encode_pyramid(images, model.scale_sizes)
+        train_step(module, (tokens, labels), optimizer, scaler, options)
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -353,7 +353,8 @@ class CheckerboardGenerator(nn.Module):
     def loss(self, indices: list, labels=None, steps_per_scale=4, layout: Layout | None = None):
         """Mean cross entropy over all tokens, plus per-scale loss / top-1 as tensors (no host sync)."""
         logits = self(indices, labels, steps_per_scale, layout)
-        layout = self.layout(steps_per_scale, indices[0].device)  # only the token order is read: the same for all
+        # Only the token order is read, the same for every split of the blocks.
+        layout = layout or self.layout(steps_per_scale, indices[0].device)
         targets = self.sequence_targets(indices, layout)
         ce = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none").view_as(targets)
         correct = (logits.argmax(-1) == targets).float()

@@ -106,8 +106,8 @@ def test_nonfinite_loss_stops_and_keeps_the_last_checkpoint(config, one_epoch, t
     before = hashlib.sha256((out / "checkpoint-last.pth").read_bytes()).hexdigest()
     forward = GeneratorLoss.forward
 
-    def diverged(self, indices, labels):
-        loss, stats = forward(self, indices, labels)
+    def diverged(self, indices, labels, layout=None):
+        loss, stats = forward(self, indices, labels, layout)
         return loss * float("nan"), {**stats, "loss_total": stats["loss_total"] * float("nan")}
 
     monkeypatch.setattr(GeneratorLoss, "forward", diverged)

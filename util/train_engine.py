@@ -62,8 +62,8 @@ class GeneratorLoss(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, indices, labels):
-        return self.model.loss(indices, labels)
+    def forward(self, indices, labels, layout=None):
+        return self.model.loss(indices, labels, layout=layout)
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -105,16 +105,25 @@ def _ddp_of(module):
     return module if isinstance(module, DDP) else None
 
 
+def _generator_of(module) -> CheckerboardGenerator:
+    module = getattr(module, "_orig_mod", module)
+    return (module.module if isinstance(module, DDP) else module).model
+
+
 def train_step(model: nn.Module, batch, optimizer, scaler, options: StepOptions, accumulate: bool = False) -> dict:
     """Forward and backward of one batch `(indices, labels)`; unless `accumulate`, also unscale, clip,
     step the optimizer and clear the gradients. Returns the loss statistics and, after a step,
     `grad_norm`, as device tensors (no host sync). The loss is divided by `options.accum_iter`."""
     indices, labels = batch
+    generator = _generator_of(model)
+    # The random block split is drawn here, outside a compiled forward: inside, every new split
+    # would be a new graph.
+    layout = generator.training_layout(indices[0].device) if generator.training else None
     ddp = _ddp_of(model)
     sync = ddp.no_sync() if accumulate and ddp is not None else nullcontext()
     with sync:
         with torch.autocast(indices[0].device.type, dtype=options.amp_dtype, enabled=options.amp_dtype is not None):
-            loss, stats = model(indices, labels)
+            loss, stats = model(indices, labels, layout)
         scaler.scale(loss / options.accum_iter).backward()
     stats = {k: v.detach() for k, v in stats.items()}
     if accumulate:
