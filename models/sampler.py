@@ -24,10 +24,10 @@ class GenerationOutput:
     entropy: list | None = None  # per scale (B, s, s): entropy of the distribution it was drawn from
 
 
-def exponential_noise(shape, device, generator, out=None):
+def exponential_noise(shape, device, generator):
     """Exp(1) noise (B, ...); a list of generators gives each sample its own stream, so a sample's
     draws depend on its own seed only (not on the batch it is in)."""
-    out = torch.empty(shape, device=device) if out is None else out
+    out = torch.empty(shape, device=device)
     if isinstance(generator, (list, tuple)):
         for row, g in zip(out, generator):
             row.exponential_(generator=g)
