@@ -1,0 +1,50 @@
+"""Writing the published autoencoder layout: `autoencoder_config.yaml` + `checkpoint.pth`
+(`{'state_dict': ...}` with exactly VQModel's keys), which a generator config's `autoenc:`
+section and `models.autoencoder.load_autoencoder` read directly."""
+import copy
+import os
+from pathlib import Path
+
+import torch
+import yaml
+
+from models.autoencoder import VQModel
+
+CONFIG_NAME = "autoencoder_config.yaml"
+CHECKPOINT_NAME = "checkpoint.pth"
+
+
+def atomic_torch_save(obj, path):
+    """Write beside the target and rename: an interrupted save leaves the old file intact."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def atomic_write_text(text: str, path):
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def autoencoder_config_yaml(model_section: dict, model: VQModel, training_args: dict | None = None) -> str:
+    """The source config's `model:` section with the trained codebook size. The training
+    settings are kept as a record under `training_args:`, not `args:`, so that using this file
+    as the --config of another run does not inherit its data_path / output_dir."""
+    section = copy.deepcopy(model_section)
+    section.setdefault("params", {})["n_embed"] = model.config.n_embed
+    document = {"model": section}
+    if training_args is not None:
+        document["training_args"] = training_args
+    return yaml.safe_dump(document, sort_keys=False)
+
+
+def write_autoencoder(model: VQModel, model_section: dict, output_dir, training_args: dict | None = None) -> Path:
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    atomic_torch_save({"state_dict": state_dict}, output_dir / CHECKPOINT_NAME)
+    atomic_write_text(autoencoder_config_yaml(model_section, model, training_args), output_dir / CONFIG_NAME)
+    return output_dir
