@@ -1,0 +1,92 @@
+"""demo.py end to end with tiny settings: every stage through the real code, report fields, figures,
+reuse of finished stages, and one-line errors. (The 80% recognition is the full run's, not this one's.)"""
+import json
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+import demo
+
+REPO = demo.REPO
+# A few autoencoder steps, one generator epoch encoding its batches as drawn (the token cache of
+# every crop would take longer than that epoch), one thread (no waiting on a busy second core).
+TINY_ARGS = ["--ae_epochs", "0.1", "--ae_init_steps", "4", "--epochs", "1", "--no_token_cache", "--threads", "1",
+             "--samples_per_class", "2", "--no_progress"]
+
+
+@pytest.fixture(scope="module")
+def tiny_generator_config(tmp_path_factory):
+    """configs/config_digits.yaml with a one-layer, narrow transformer and large batches."""
+    document = yaml.safe_load((REPO / "configs" / "config_digits.yaml").read_text())
+    document["model"]["llama_config"].update(hidden_size=32, intermediate_size=64, num_attention_heads=2,
+                                             num_hidden_layers=1)
+    document["args"].update(batch_size=128, log_freq=5)
+    path = tmp_path_factory.mktemp("config") / "config_digits_tiny.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory, tiny_generator_config):
+    out = tmp_path_factory.mktemp("demo")
+    argv = ["--output_dir", str(out), "--generator_config", str(tiny_generator_config), *TINY_ARGS]
+    assert demo.main(argv) == 0
+    return out, argv
+
+
+def test_report_has_every_field(demo_run):
+    out, _ = demo_run
+    report = json.loads((out / "report.json").read_text())
+    nll = report["heldout_nll"]
+    assert list(nll["per_token_nats"]) == ["1", "2", "4", "8"]
+    assert nll["num_images"] == 359  # 20% of scikit-learn's 1797 digits
+    for value in [*nll["per_token_nats"].values(), nll["per_token_nats_all_scales"]]:
+        assert 0 < value < np.log(128) * 2  # a finite cross entropy over the 128 codes
+    cls = report["classifier"]
+    assert cls["num_generated"] == 20 and cls["num_heldout_real"] == 359
+    assert cls["heldout_real_accuracy"] > 0.9  # logistic regression on real 8x8 digits
+    assert 0 <= cls["generated_accuracy"] <= 1
+    assert sorted(cls["generated_accuracy_per_class"], key=int) == [str(c) for c in range(10)]
+    assert set(report["seconds_per_stage"]) == {"data", "autoencoder", "generator", "sampling", "report"}
+    assert report["reused_stages"] == [] and report["generator_epochs"] == 1
+
+
+def test_figures(demo_run):
+    out, _ = demo_run
+    grid = np.asarray(Image.open(out / "grid.png"))
+    cell = 32 * demo.GRID_ZOOM
+    pad = 2 * demo.GRID_ZOOM
+    assert grid.shape[0] == 10 * cell + 9 * pad  # one row per class
+    assert grid.shape[1] == 2 * cell + pad  # samples_per_class columns
+    steps = Image.open(out / "checkerboard_steps.png")
+    assert steps.width > steps.height  # one column per step (1 + 4 + 4 + 4)
+
+
+def test_rerun_reuses_finished_stages(demo_run):
+    out, argv = demo_run
+    before = (out / "generator" / "checkpoint-last.pth").stat().st_mtime_ns
+    assert demo.main(argv) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["reused_stages"] == ["data", "autoencoder", "generator", "sampling"]
+    assert (out / "generator" / "checkpoint-last.pth").stat().st_mtime_ns == before
+
+
+def test_digit_pixels_invert_the_imagefolder(tmp_path):
+    """Generated images are judged in sklearn's 8x8 0..16 range: the written real digits map back."""
+    from sklearn.datasets import load_digits
+
+    from util.digits import write_digits_imagefolder
+
+    write_digits_imagefolder(tmp_path, 32)
+    digits = load_digits()
+    path = next((tmp_path / "train" / "3").glob("*.png"))
+    pixels = demo.to_digit_pixels(np.asarray(Image.open(path))[None])[0]
+    original = digits.images[int(path.stem)]
+    assert np.abs(pixels - original).mean() < 1.5
+
+
+def test_bad_config_is_one_line_error(tmp_path, capsys):
+    missing = tmp_path / "missing.yaml"
+    assert demo.main(["--output_dir", str(tmp_path / "d"), "--generator_config", str(missing)]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"demo.py: error: config not found: {missing}"]
