@@ -44,7 +44,7 @@ from util.checkpoint import LAST  # noqa: E402
 from util.data import NUM_CROPS, image_folder_samples, load_rgb, to_model_range  # noqa: E402
 from util.digits import digits_arrays, write_digits_imagefolder  # noqa: E402
 from util.train_config import TrainConfig  # noqa: E402
-from util.train_engine import create_cache, fit, setup, start_processes  # noqa: E402
+from util.train_engine import fit, setup, start_processes  # noqa: E402
 from util.visualize import image_grid, save_png  # noqa: E402
 
 REPO = Path(__file__).resolve().parent
@@ -53,9 +53,10 @@ DIGIT_SIZE = 8  # scikit-learn's digits are 8x8 ...
 DIGIT_LEVELS = 16  # ... with values 0..16 (ink is high)
 WHITE = 255
 GRID_ZOOM = 2  # the grid's 32 px digits enlarged for the README
+GRID_COLUMNS = 10  # samples per class shown in grid.png
 FILL_ROWS = 5  # samples (classes 0..4) shown in checkerboard_steps.png
 STAGES_FILE = "stages.json"
-CACHE_DIR = "token_cache"  # inside the generator's run folder: made for this run's autoencoder
+AUTOENC_PATHS = ("checkpoint_path", "config_path")
 
 
 @dataclass
@@ -71,16 +72,13 @@ class DemoConfig:
     # Overrides of the two configs' `args:` sections (the tests' tiny settings); empty: the configs' own.
     autoencoder_args: dict = field(default_factory=dict)
     generator_args: dict = field(default_factory=dict)
-    samples_per_class: int = 10
-    cfg: float = 2.0
+    samples_per_class: int = 30
+    cfg: float = 2.5
     cfg_start_step: int = 1
-    temperature: float = 1.0
+    temperature: float = 0.7
     steps_per_scale: int = 4
     sample_batch_size: int = 50
     eval_batch_size: int = 100
-    # Encode the training crops once into main.py's token cache; without it every batch is encoded as it
-    # is drawn (cheaper for a run of an epoch or two, such as the tests').
-    token_cache: bool = True
     progress: bool = True
 
     def validate(self):
@@ -107,7 +105,6 @@ class Stages:
     def __init__(self, output_dir: Path, force: bool):
         self.path = output_dir / STAGES_FILE
         self.records = {} if force or not self.path.is_file() else json.loads(self.path.read_text())
-        self.force = force
         self.upstream_ran = False
         self.seconds, self.reused = {}, []
 
@@ -120,7 +117,7 @@ class Stages:
             self.reused.append(name)
             log(f"{name}: reusing the finished stage ({record['seconds']:.0f} s when it ran)")
             return result
-        if folder is not None and folder.exists() and (self.force or not same):
+        if folder is not None and folder.exists() and not same:
             shutil.rmtree(folder)
         self.records[name] = {"settings": settings, "finished": False}
         self._save()
@@ -151,30 +148,29 @@ def train_demo_autoencoder(config: DemoConfig, data_dir: Path, out_dir: Path) ->
 
 def write_generator_config(config: DemoConfig, out_dir: Path) -> Path:
     """The demo's generator config with its autoencoder paths resolved against the output folder."""
-    with open(config.generator_config) as f:
-        document = yaml.safe_load(f)
-    autoenc = document["model"]["autoenc"]
-    autoenc["checkpoint_path"] = str((out_dir / autoenc["checkpoint_path"]).resolve())
-    autoenc["config_path"] = str((out_dir / autoenc["config_path"]).resolve())
+    model_section, args_section = read_config(config.generator_config)
+    autoenc = model_section.get("autoenc")
+    if not isinstance(autoenc, dict) or not all(autoenc.get(k) for k in AUTOENC_PATHS):
+        raise ValueError(f"{config.generator_config}: model.autoenc needs {' and '.join(AUTOENC_PATHS)} "
+                         f"(relative to the demo's output folder)")
+    for key in AUTOENC_PATHS:
+        autoenc[key] = str((out_dir / autoenc[key]).resolve())
     path = out_dir / "generator_config.yaml"
-    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    path.write_text(yaml.safe_dump({"model": model_section, "args": args_section}, sort_keys=False))
     return path
 
 
 def train_generator(config: DemoConfig, config_path: Path, data_dir: Path, run_dir: Path) -> None:
-    """main.py's training, from the token cache when config.token_cache."""
+    """main.py's training, encoding each batch as it is drawn: for the demo's dozen epochs that costs
+    about what main.py's token cache of all ten crops would."""
     overrides = {"data_path": str(data_dir), "output_dir": str(run_dir), "device": "cpu", "seed": config.seed,
-                 "progress": config.progress, "use_cache": config.token_cache, **config.generator_args}
-    if config.token_cache:
-        overrides["cache_path"] = str(run_dir / CACHE_DIR)
+                 "progress": config.progress, **config.generator_args}
     if (run_dir / LAST).is_file():
         overrides["resume"] = str(run_dir)
     train_config = TrainConfig.load(config_path, **overrides)
     _, _, _, owns = start_processes(train_config.device)
     run = None
     try:
-        if train_config.use_cache:
-            create_cache(train_config)
         run = setup(train_config)
         # Ten crops are five crops and the same five mirrored; a mirrored digit is another glyph
         # (or none), so only the unmirrored five are drawn.
@@ -251,12 +247,13 @@ def classify(samples_npz: Path, config: DemoConfig) -> dict:
             "num_heldout_real": int(len(val_y))}
 
 
-def class_rows_grid(samples_npz: Path, per_class: int) -> np.ndarray:
-    """One row per class, `per_class` samples each, enlarged GRID_ZOOM times."""
+def class_rows_grid(samples_npz: Path) -> np.ndarray:
+    """One row per class with its first GRID_COLUMNS samples (fewer if there are fewer), enlarged GRID_ZOOM times."""
     with np.load(samples_npz) as data:
         images, labels = data["arr_0"], data["arr_1"]
-    order = np.argsort(labels, kind="stable")
-    grid = image_grid(images[order], ncol=per_class)
+    columns = min(GRID_COLUMNS, min(np.sum(labels == c) for c in range(NUM_CLASSES)))
+    rows = [images[labels == c][:columns] for c in range(NUM_CLASSES)]
+    grid = image_grid(np.concatenate(rows), ncol=columns)
     return grid.repeat(GRID_ZOOM, axis=0).repeat(GRID_ZOOM, axis=1)
 
 
@@ -285,7 +282,7 @@ def run_demo(config: DemoConfig) -> dict:
     log(f"3/5 generator: main.py training -> {run_dir}")
     generator_config = write_generator_config(config, out)
     stages.run("generator", {"config": read_config(generator_config), "args": config.generator_args,
-                             "seed": config.seed, "token_cache": config.token_cache},
+                             "seed": config.seed},
                run_dir, lambda: train_generator(config, generator_config, data_dir, run_dir))
     log(f"4/5 sampling: main_sample.py, {config.samples_per_class} per class, cfg {config.cfg}, "
         f"temperature {config.temperature} -> {samples_dir}")
@@ -296,7 +293,7 @@ def run_demo(config: DemoConfig) -> dict:
     eval_start = time.perf_counter()
     nll = heldout_nll(run_dir, data_dir / "val", config.eval_batch_size)
     recognition = classify(samples_dir / "samples.npz", config)
-    save_png(class_rows_grid(samples_dir / "samples.npz", config.samples_per_class), out / "grid.png")
+    save_png(class_rows_grid(samples_dir / "samples.npz"), out / "grid.png")
     shutil.copyfile(samples_dir / "checkerboard_fill.png", out / "checkerboard_steps.png")
     stages.seconds["report"] = time.perf_counter() - eval_start
 
@@ -350,7 +347,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--ae_init_steps", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--epochs", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--no_progress", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--no_token_cache", action="store_true", help=argparse.SUPPRESS)
     return p
 
 
@@ -360,8 +356,7 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
     return DemoConfig(output_dir=args.output_dir, force=args.force, seed=args.seed, threads=args.threads,
                       samples_per_class=args.samples_per_class, cfg=args.cfg, temperature=args.temperature,
                       generator_config=args.generator_config, autoencoder_config=args.autoencoder_config,
-                      autoencoder_args=ae_args, generator_args=generator_args, progress=not args.no_progress,
-                      token_cache=not args.no_token_cache)
+                      autoencoder_args=ae_args, generator_args=generator_args, progress=not args.no_progress)
 
 
 def main(argv=None) -> int:

@@ -9,9 +9,8 @@ from PIL import Image
 import demo
 
 REPO = demo.REPO
-# A few autoencoder steps, one generator epoch encoding its batches as drawn (the token cache of
-# every crop would take longer than that epoch), one thread (no waiting on a busy second core).
-TINY_ARGS = ["--ae_epochs", "0.1", "--ae_init_steps", "4", "--epochs", "1", "--no_token_cache", "--threads", "1",
+# A few autoencoder steps, one generator epoch, one thread (no waiting on a busy second core).
+TINY_ARGS = ["--ae_epochs", "0.1", "--ae_init_steps", "4", "--epochs", "1", "--threads", "1",
              "--samples_per_class", "2", "--no_progress"]
 
 
