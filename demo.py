@@ -86,6 +86,9 @@ class DemoConfig:
                      "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.img_size % DIGIT_SIZE:
+            raise ValueError(f"img_size must be a multiple of {DIGIT_SIZE} (generated digits are shrunk back to "
+                             f"{DIGIT_SIZE}x{DIGIT_SIZE} for the classifier), got {self.img_size}")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         for name in ("cfg", "temperature"):

@@ -38,7 +38,7 @@ def test_report_has_every_field(demo_run):
     out, _ = demo_run
     report = json.loads((out / "report.json").read_text())
     nll = report["heldout_nll"]
-    assert list(nll["per_token_nats"]) == ["1", "2", "4", "8"]
+    assert list(nll["per_token_nats"]) == list(nll["top1_accuracy"]) == ["1", "2", "4", "8"]
     assert nll["num_images"] == 359  # 20% of scikit-learn's 1797 digits
     for value in [*nll["per_token_nats"].values(), nll["per_token_nats_all_scales"]]:
         assert 0 < value < np.log(128) * 2  # a finite cross entropy over the 128 codes
@@ -49,6 +49,8 @@ def test_report_has_every_field(demo_run):
     assert sorted(cls["generated_accuracy_per_class"], key=int) == [str(c) for c in range(10)]
     assert set(report["seconds_per_stage"]) == {"data", "autoencoder", "generator", "sampling", "report"}
     assert report["reused_stages"] == [] and report["generator_epochs"] == 1
+    assert report["seconds_this_run"] >= sum(report["seconds_per_stage"].values()) - 1
+    assert all((out / name).is_file() for name in ("grid.png", "checkerboard_steps.png", "samples/samples.npz"))
 
 
 def test_figures(demo_run):
