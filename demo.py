@@ -39,12 +39,11 @@ from models.checkpoint import load_checkpoint_file, load_model, read_config  # n
 from train_ae_codebook.autoencoder_files import CHECKPOINT_NAME, CONFIG_NAME  # noqa: E402
 from train_ae_codebook.train_config import make_config as make_ae_config  # noqa: E402
 from train_ae_codebook.training import train_autoencoder  # noqa: E402
-from util import distributed as dist_util  # noqa: E402
 from util.checkpoint import LAST  # noqa: E402
-from util.data import NUM_CROPS, image_folder_samples, load_rgb, to_model_range  # noqa: E402
+from util.data import image_folder_samples, load_rgb, to_model_range  # noqa: E402
 from util.digits import digits_arrays, write_digits_imagefolder  # noqa: E402
 from util.train_config import TrainConfig  # noqa: E402
-from util.train_engine import fit, setup, start_processes  # noqa: E402
+from util.train_engine import train  # noqa: E402
 from util.visualize import image_grid, save_png  # noqa: E402
 
 REPO = Path(__file__).resolve().parent
@@ -166,24 +165,13 @@ def write_generator_config(config: DemoConfig, out_dir: Path) -> Path:
 def train_generator(config: DemoConfig, config_path: Path, data_dir: Path, run_dir: Path) -> None:
     """main.py's training, encoding each batch as it is drawn: for the demo's dozen epochs that costs
     about what main.py's token cache of all ten crops would."""
+    # A mirrored digit is another glyph (or none): only the five unmirrored crops are drawn.
     overrides = {"data_path": str(data_dir), "output_dir": str(run_dir), "device": "cpu", "seed": config.seed,
-                 "progress": config.progress, **config.generator_args}
+                 "progress": config.progress, "mirrored_crops": False, **config.generator_args}
     if (run_dir / LAST).is_file():
         overrides["resume"] = str(run_dir)
     train_config = TrainConfig.load(config_path, **overrides)
-    _, _, _, owns = start_processes(train_config.device)
-    run = None
-    try:
-        run = setup(train_config)
-        # Ten crops are five crops and the same five mirrored; a mirrored digit is another glyph
-        # (or none), so only the unmirrored five are drawn.
-        run.sampler.num_crops = NUM_CROPS // 2
-        fit(run)
-    finally:
-        if run is not None:
-            run.close()
-        if owns:
-            dist_util.cleanup()
+    train(train_config)
 
 
 def has_ema(run_dir: Path) -> bool:

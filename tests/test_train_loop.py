@@ -158,3 +158,14 @@ def test_gradient_accumulation_equals_one_large_batch(config, tmp_path):
 
     assert torch.allclose(step(2), step(1), atol=1e-6)
     run.close()
+
+
+@pytest.mark.parametrize("mirrored,crops", [(True, set(range(10))), (False, set(range(5)))])
+def test_mirrored_crops_option_limits_the_drawn_crops(config, tmp_path, mirrored, crops):
+    run = setup(replace(config, output_dir=str(tmp_path / "out"), mirrored_crops=mirrored))
+    drawn = set()
+    for epoch in range(4):
+        run.sampler.set_epoch(epoch)
+        drawn |= {crop for _, crop in run.sampler}
+    run.close()
+    assert drawn == crops

@@ -30,6 +30,8 @@ class TrainConfig:
                                    "(default with --resume: the resumed folder)", default=None)
     device: str | None = _help("cuda or cpu (default: cuda when available)", DEVICES, default=None)
     seed: int = _help("seeds data order, crops, regularisers and samples", default=0)
+    mirrored_crops: bool = _help("draw the five mirrored crops of the ten too (turn off where mirroring "
+                                 "changes what an image shows, e.g. digits)", default=True)
     num_workers: int = _help("data loader worker processes", default=8)
     pin_mem: bool = _help("pin host memory for faster host-to-GPU copies", default=True)
     progress: bool = _help("show tqdm progress bars", default=True)

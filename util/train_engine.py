@@ -286,7 +286,9 @@ def setup(config: TrainConfig) -> TrainingRun:
     else:
         _check_data_path(config)
         dataset = TenCropImageFolder(Path(config.data_path) / "train", model.cfg.img_size, num_classes)
-    sampler = CropSampler(len(dataset), NUM_CROPS, config.seed, rank, world)
+    # Of the ten crops the first five are unmirrored (util/data.py), so five means "no mirroring".
+    sampler = CropSampler(len(dataset), NUM_CROPS if config.mirrored_crops else NUM_CROPS // 2, config.seed, rank,
+                          world)
     loader = DataLoader(dataset, batch_sampler=BatchSampler(sampler, config.batch_size, drop_last=True),
                         num_workers=config.num_workers, pin_memory=config.pin_mem and device.type == "cuda",
                         collate_fn=collate_skipping)
