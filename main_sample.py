@@ -65,6 +65,11 @@ class SampleConfig:
     compile: bool = False  # compiled steps; on a GPU one CUDA graph per batch shape
     max_shards: int | None = None  # stop after this many new shards per process (tests resumption)
 
+    def __post_init__(self):
+        # 50,000 samples with no labels asked for is the ADM protocol: an FID run, class-balanced.
+        if self.num_samples == FID_NUM_SAMPLES and self.classes is None and not self.random_classes:
+            self.fid = True
+
 
 @dataclass
 class SamplePlan:

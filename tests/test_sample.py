@@ -218,3 +218,9 @@ def test_bf16_precision_stays_close_to_fp32(tiny_dir, tiny_expected, capsys, tmp
     got = load_npz(tmp_path / "samples.npz")["arr_0"].astype(float)
     expected = sample_io.to_uint8(tiny_expected["sample_nocfg_img_3"]).astype(float)
     assert np.abs(got - expected).mean() < 8
+
+
+def test_fifty_thousand_samples_without_labels_is_fid_mode():
+    assert SampleConfig(checkpoint="c", output_dir="d", num_samples=50_000).fid
+    assert not SampleConfig(checkpoint="c", output_dir="d", num_samples=50_000, random_classes=True).fid
+    assert not SampleConfig(checkpoint="c", output_dir="d", num_samples=1_000).fid
