@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from models import CheckerboardGenerator, load_model
 from util import sample_io, visualize
-from util.distributed import barrier, cleanup, get_rank, get_world_size, init_distributed
+from util.distributed import barrier, cleanup, get_rank, get_world_size, init_distributed, resolve_device
 
 # The paper's guidance weights are 1.4-1.7; 1.5 is the run_evaluator.sh default too.
 DEFAULT_CFG = 1.5
@@ -60,7 +60,7 @@ class SampleConfig:
     save_step_maps: bool = False
     save_entropy_plot: bool = False
     vis_samples: int = 8  # the first samples drawn again with their trace for the figures
-    device: str = "cuda"
+    device: str | None = None  # None: the GPU when there is one
     precision: str = "fp32"  # fp32 (exact to the published numbers) or bf16 (faster on GPUs)
     compile: bool = False  # compiled steps; on a GPU one CUDA graph per batch shape
     max_shards: int | None = None  # stop after this many new shards per process (tests resumption)
@@ -182,12 +182,6 @@ def count_flops(model: CheckerboardGenerator, config: SampleConfig, device) -> i
     with FlopCounterMode(display=False) as counter:
         generate_indices(model, config, plan, [0], device)
     return counter.get_total_flops()
-
-
-def resolve_device(name: str) -> torch.device:
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device(name)
 
 
 def _plan_record(config: SampleConfig, plan: SamplePlan, device) -> dict:
@@ -350,7 +344,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="entropy_per_step.png/.json: mean and quartiles of the entropy per step (paper Fig. 6)")
     p.add_argument("--vis_samples", type=int, default=8, help="how many of the first samples the figures show")
     p.add_argument("--calculate_flops", action="store_true", help="print the GFLOPs of one sample and exit")
-    p.add_argument("--device", default="cuda", help="cuda (falls back to cpu when there is none) or cpu")
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
                    help="bf16 weights and activations: faster on GPUs, logits within ~1%% of fp32")
     p.add_argument("--compile", action="store_true",

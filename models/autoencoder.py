@@ -303,6 +303,13 @@ class VQModel(nn.Module):
         return self.quantize_pyramid(imgs, scale_sizes)[1]
 
 
+def load_checkpoint_file(path, map_location="cpu"):
+    """torch.load with weights only; published checkpoints carry their argparse arguments, so
+    that one class is allowed."""
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        return torch.load(path, map_location=map_location, weights_only=True)
+
+
 def autoencoder_state_dict_from_file(path, map_location="cpu", prefix=""):
     """State dict of `{'state_dict': sd}`, `{'model': sd}` or a bare `sd` file (safe load).
 
@@ -312,9 +319,7 @@ def autoencoder_state_dict_from_file(path, map_location="cpu", prefix=""):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"autoencoder checkpoint not found: {path}")
-    # Training checkpoints may carry their argparse arguments; allow that one class.
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    ckpt = load_checkpoint_file(path, map_location)
     for key in ("state_dict", "model"):
         if isinstance(ckpt, dict) and isinstance(ckpt.get(key), dict):
             ckpt = ckpt[key]

@@ -1,11 +1,11 @@
 """Reading the published file formats: config.yaml + checkpoint-last.pth (SPEC 8)."""
-import argparse
 from pathlib import Path
 
 import torch
 import yaml
 
-from .autoencoder import AutoencoderConfig, VQModel, autoencoder_state_dict_from_file, load_state_dict_strict
+from .autoencoder import (AutoencoderConfig, VQModel, autoencoder_state_dict_from_file, load_checkpoint_file,
+                          load_state_dict_strict)
 from .generator import CheckerboardGenerator, GeneratorConfig
 
 
@@ -52,12 +52,6 @@ def build_generator(model_section: dict, config_dir, load_autoencoder_weights: b
         ae_path = resolve_path(cfg.autoenc.checkpoint_path, config_dir)
         load_state_dict_strict(autoencoder, autoencoder_state_dict_from_file(ae_path), str(ae_path))
     return CheckerboardGenerator(cfg, autoencoder)
-
-
-def load_checkpoint_file(path) -> dict:
-    """torch.load with weights only; the published files carry an argparse.Namespace."""
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def checkpoint_paths(path) -> tuple[Path, Path]:

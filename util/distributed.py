@@ -5,12 +5,22 @@ import torch
 import torch.distributed as dist
 
 
-def init_distributed(device: str = "cuda") -> tuple[int, int, torch.device]:
+def resolve_device(name: str | None) -> torch.device:
+    """None: the GPU when there is one. Asking for cuda without one is an error, not a silent CPU run."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {name} but no CUDA GPU is available (use --device cpu)")
+    return torch.device(name)
+
+
+def init_distributed(device: str | None = None) -> tuple[int, int, torch.device]:
     """(rank, world_size, device). Under torchrun: NCCL on GPUs, gloo on CPU."""
+    device = resolve_device(device)
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        return 0, 1, torch.device(device if device != "cuda" or torch.cuda.is_available() else "cpu")
+        return 0, 1, device
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    if device == "cuda" and torch.cuda.is_available():
+    if device.type == "cuda":
         local_rank = int(os.environ.get("LOCAL_RANK", 0))
         torch.cuda.set_device(local_rank)
         dist.init_process_group("nccl", device_id=torch.device("cuda", local_rank))

@@ -148,17 +148,9 @@ def batch_tokens(batch: Batch, model: CheckerboardGenerator, device) -> tuple:
 
 
 # ---- placement ----------------------------------------------------------------------------------
-def resolve_device(name: str | None) -> torch.device:
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda but no CUDA GPU is available (use --device cpu)")
-    return torch.device(name)
-
-
 def start_processes(device_name: str | None) -> tuple[int, int, torch.device, bool]:
     """(rank, world size, device, whether this call started the process group)."""
-    device = resolve_device(device_name)
+    device = dist_util.resolve_device(device_name)
     if dist_util.is_distributed():
         rank, world = dist_util.get_rank(), dist_util.get_world_size()
         if device.type == "cuda":
