@@ -191,6 +191,7 @@ class CheckerboardGenerator(nn.Module):
         self.lm_head = nn.Linear(C, autoencoder.config.n_embed)
         self._block_rng = random.Random(0)
         self._layouts = {}
+        self._generation_graphs = {}  # sampler.GraphedGeneration per batch shape and options
         self._init_weights()
 
     def _init_weights(self, std: float = 0.02):

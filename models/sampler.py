@@ -217,7 +217,7 @@ def generate(model: CheckerboardGenerator, labels=None, batch_size=None, cfg=0.0
 
     if compile and device.type == "cuda":
         key = (B, layout.block_bounds, guided, float(temperature), return_trace, dtype)
-        graphs = model.__dict__.setdefault("_generation_graphs", {})
+        graphs = model._generation_graphs
         if key not in graphs:
             graphs[key] = GraphedGeneration(model, B, labels, cfg_weights, noise, layout, guided, temperature,
                                             return_trace)
