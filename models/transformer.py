@@ -1,11 +1,32 @@
 """Blockwise-causal Llama transformer with class AdaLN and a learned rotary table (SPEC 5)."""
+import inspect
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils import parametrize
+from torch.utils.checkpoint import checkpoint, create_selective_checkpoint_contexts
+
+
+def _kept_ops() -> list:
+    """What selective checkpointing keeps of a block: the outputs of matrix products and of
+    attention, whose recomputation would cost real arithmetic. Everything else in a block (norms,
+    AdaLN, rotary, SiLU, residual adds, dtype casts) is elementwise and recomputed in the backward
+    pass, which roughly halves the activation memory of a training step."""
+    aten = torch.ops.aten
+    names = ["mm", "addmm", "bmm", "_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
+             "_scaled_dot_product_cudnn_attention", "_scaled_dot_product_flash_attention_for_cpu"]
+    return [getattr(aten, name).default for name in names if hasattr(aten, name)]
+
+
+_selective_checkpoint = partial(create_selective_checkpoint_contexts, _kept_ops())
+# Newer torch releases route the tensors kept by selective checkpointing through active
+# saved-tensor hooks only when asked; benchmarks/activation_memory.py counts them with such a hook.
+_CHECKPOINT_HOOKS = {"respect_saved_tensors_hooks": True} \
+    if "respect_saved_tensors_hooks" in inspect.signature(checkpoint).parameters else {}
 
 
 @dataclass
@@ -195,6 +216,7 @@ class Transformer(nn.Module):
         self.layers = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.rotary_emb = RotaryTable(cfg, scale_sizes)
+        self.grad_checkpointing = False  # selective activation checkpointing of every block in training
 
     def setup_caches(self, batch: int, max_len: int, dtype, device):
         """Allocate the KV caches once; a later call with the same shape keeps them, so compiled
@@ -218,6 +240,11 @@ class Transformer(nn.Module):
         mask (L, S) bool; input_pos (L,) cache slots when a KV cache is set up."""
         rot_q, rot_k_mixed = self.rotary_emb(pos_ids, prev_ids)
         for i, layer in enumerate(self.layers):
-            rot_k = rot_k_mixed[i] if i < len(rot_k_mixed) else rot_q
-            x = layer(x, None if modulations is None else modulations[i], rot_q, rot_k, mask, input_pos)
+            args = (x, None if modulations is None else modulations[i], rot_q,
+                    rot_k_mixed[i] if i < len(rot_k_mixed) else rot_q, mask, input_pos)
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(layer, *args, use_reentrant=False, context_fn=_selective_checkpoint,
+                               **_CHECKPOINT_HOOKS)
+            else:
+                x = layer(*args)
         return self.norm(x)  # (B, L, C)

@@ -160,6 +160,22 @@ def test_gradient_accumulation_equals_one_large_batch(config, tmp_path):
     run.close()
 
 
+def test_grad_checkpointing_option_gives_the_same_step(config, tmp_path):
+    def step(checkpointing: bool):
+        run = setup(replace(config, output_dir=str(tmp_path / f"out{checkpointing}"), ema=False,
+                            grad_checkpointing=checkpointing))
+        assert run.model.llama.grad_checkpointing is checkpointing
+        run.model.seed_block_sizes(0)
+        batch = batch_tokens(next(iter(run.loader)), run.model, run.device)
+        torch.manual_seed(0)
+        train_step(run.module, batch, run.optimizer, run.scaler, StepOptions(grad_clip=3.0))
+        run.close()
+        return run.model.state_dict()
+
+    plain, checkpointed = step(False), step(True)
+    assert all(torch.equal(checkpointed[k], v) for k, v in plain.items())
+
+
 @pytest.mark.parametrize("mirrored,crops", [(True, set(range(10))), (False, set(range(5)))])
 def test_mirrored_crops_option_limits_the_drawn_crops(config, tmp_path, mirrored, crops):
     run = setup(replace(config, output_dir=str(tmp_path / "out"), mirrored_crops=mirrored))

@@ -65,6 +65,10 @@ class TrainConfig:
                              default=3.0)
     precision: str = _help("autocast precision on GPU (the CPU trains in fp32)", PRECISIONS, default="bf16")
     compile: bool = _help("torch.compile the training forward", default=False)
+    grad_checkpointing: bool = _help("selective activation checkpointing: keep the outputs of matrix products and "
+                                     "attention, recompute the elementwise rest in the backward pass (less than "
+                                     "half the activation memory, the same gradients, some extra time)",
+                                     default=False)
     ema: bool = _help("keep an exponential moving average of the weights (saved as model_ema)", default=True)
     ema_rate: float = _help("EMA decay per optimizer step", default=0.9999)
     # checkpoints

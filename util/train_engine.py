@@ -294,6 +294,7 @@ def setup(config: TrainConfig) -> TrainingRun:
 
     place_model(model, device, encoder_on_device=not config.use_cache)
     model.train()
+    model.llama.grad_checkpointing = config.grad_checkpointing
     ema = EMA(model, config.ema_rate) if config.ema else None
     optimizer = build_optimizer(model, config.lr, config.weight_decay, config.betas, device)
     amp_dtype = amp_dtype_for(config.precision, device)
