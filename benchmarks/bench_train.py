@@ -2,6 +2,7 @@
 
     python benchmarks/bench_train.py --model S --batch_size 128 --device cuda --compile
     python benchmarks/bench_train.py --model S --batch_size 128 --device cuda --from_images
+    python benchmarks/bench_train.py --model S --batch_size 128 --device cuda --compile --grad_checkpointing
     python benchmarks/bench_train.py --model tiny --batch_size 8 --device cpu
 
 One step = `util.train_engine.train_step`, what main.py runs: teacher-forced forward with the
@@ -30,12 +31,14 @@ def main():
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--from_images", action="store_true")
+    parser.add_argument("--grad_checkpointing", action="store_true")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
 
     device = torch.device(args.device)
     model = build_random_model(args.model, device).train()
+    model.llama.grad_checkpointing = args.grad_checkpointing
     # The training loop's own pieces (util/train_engine.py), as main.py assembles them.
     optimizer = build_optimizer(model, lr=1e-4, weight_decay=0.01, betas=(0.9, 0.95), device=device)
     amp_dtype = amp_dtype_for("bf16", device)
@@ -62,7 +65,8 @@ def main():
     median = statistics.median(times)
     record = {
         "bench": "train", "model": args.model, "batch_size": B, "from_images": args.from_images,
-        "compile": args.compile, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "compile": args.compile, "grad_checkpointing": args.grad_checkpointing,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "median_s": round(median, 5), "images_per_s": round(B / median, 1), "min_s": round(min(times), 5),
         "max_s": round(max(times), 5), "repeats": len(times),
     }
