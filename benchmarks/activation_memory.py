@@ -39,8 +39,7 @@ def saved_tensor_bytes(fn) -> int:
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn()
-    del out
+        fn()
     return sum(storages.values())
 
 

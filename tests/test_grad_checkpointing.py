@@ -1,9 +1,17 @@
 """Selective activation checkpointing: the same loss and gradients from less saved memory."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 from benchmarks.activation_memory import saved_tensor_bytes
 from models import load_model
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -39,3 +47,27 @@ def test_checkpointing_keeps_loss_and_gradients_and_saves_memory(tiny):
     # 0.53 measured on the fixture (fp32); the paper's models save more (benchmarks/RESULTS.md).
     assert saved_ckpt < 0.6 * saved, (saved_ckpt, saved)
 
+
+def _activation_memory(*flags) -> dict:
+    script = REPO / "benchmarks" / "activation_memory.py"
+    out = subprocess.run([sys.executable, str(script), "--model", "tiny", "--dtype", "fp32", *flags],
+                         capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return json.loads(out.stdout)
+
+
+def test_activation_memory_benchmark_extrapolates_and_sees_checkpointing():
+    plain, checkpointed = _activation_memory(), _activation_memory("--grad_checkpointing")
+    for record in (plain, checkpointed):
+        assert record["batch_size"] == 128 and record["measured_batches"] == [2, 4]
+        expected = (record["fixed_mib"] + 128 * record["per_sample_mib"]) / 1024
+        assert record["activations_gib"] == pytest.approx(expected, abs=0.01)
+        assert record["per_sample_mib"] > 0
+    # 0.72 measured: the tiny model's 4096-way logits, which no block holds, weigh more than its
+    # narrow blocks (the S model: 0.44, benchmarks/RESULTS.md).
+    assert checkpointed["per_sample_mib"] < 0.8 * plain["per_sample_mib"]
+
+
+def test_activation_memory_benchmark_refuses_bad_batches():
+    with pytest.raises(subprocess.CalledProcessError) as err:
+        _activation_memory("--measure_batches", "4", "2")
+    assert "two increasing positive batches" in err.value.stderr
