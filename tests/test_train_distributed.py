@@ -3,6 +3,7 @@ import os
 import socket
 from dataclasses import asdict
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -35,11 +36,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_gloo_processes_hold_the_same_weights(tmp_path_factory, tiny_dir, tmp_path):
+@pytest.mark.parametrize("grad_checkpointing", [False, True])
+def test_two_gloo_processes_hold_the_same_weights(tmp_path_factory, tiny_dir, tmp_path, grad_checkpointing):
     data = digits_subset(tmp_path_factory, per_class=2)
     path = tiny_config(tmp_path / "tiny.yaml", tiny_dir, **{**FAST_ARGS, "batch_size": 5, "epochs": 2})
     config = TrainConfig.load(path, data_path=str(data), cache_path=str(tmp_path / "cache"), use_cache=True,
-                              output_dir=str(tmp_path / "out"))
+                              output_dir=str(tmp_path / "out"), grad_checkpointing=grad_checkpointing)
     create_cache(config)
     mp.spawn(_worker, args=(_free_port(), asdict(config), tmp_path), nprocs=WORLD, join=True)
 
