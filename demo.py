@@ -80,6 +80,11 @@ class DemoConfig:
     eval_batch_size: int = 100
     progress: bool = True
 
+    def sampling_settings(self) -> dict:
+        """What the sampling stage depends on: a change re-runs it, and the report shows it."""
+        return {k: getattr(self, k) for k in ("samples_per_class", "cfg", "cfg_start_step", "temperature",
+                                              "steps_per_scale", "seed")}
+
     def validate(self):
         for name in ("threads", "img_size", "samples_per_class", "steps_per_scale", "sample_batch_size",
                      "eval_batch_size"):
@@ -277,9 +282,7 @@ def run_demo(config: DemoConfig) -> dict:
                run_dir, lambda: train_generator(config, generator_config, data_dir, run_dir))
     log(f"4/5 sampling: main_sample.py, {config.samples_per_class} per class, cfg {config.cfg}, "
         f"temperature {config.temperature} -> {samples_dir}")
-    stages.run("sampling", {k: getattr(config, k) for k in ("samples_per_class", "cfg", "cfg_start_step",
-                                                             "temperature", "steps_per_scale", "seed")},
-               samples_dir, lambda: sample_digits(config, run_dir, samples_dir))
+    stages.run("sampling", config.sampling_settings(), samples_dir, lambda: sample_digits(config, run_dir, samples_dir))
     log("5/5 report: held-out NLL, classifier on real and generated digits")
     eval_start = time.perf_counter()
     nll = heldout_nll(run_dir, data_dir / "val", config.eval_batch_size)
@@ -296,8 +299,7 @@ def run_demo(config: DemoConfig) -> dict:
         "reused_stages": stages.reused,
         "seconds_this_run": time.perf_counter() - total_start,
         "generator_epochs": epoch + 1,
-        "sampling": {k: getattr(config, k) for k in ("samples_per_class", "cfg", "cfg_start_step", "temperature",
-                                                      "steps_per_scale", "seed")},
+        "sampling": config.sampling_settings(),
         "files": {"grid": str(out / "grid.png"), "checkerboard_steps": str(out / "checkerboard_steps.png"),
                   "samples": str(samples_dir / "samples.npz"), "generator": str(run_dir),
                   "autoencoder": str(ae_dir)},

@@ -28,9 +28,9 @@ from benchmarks.common import build_random_model  # noqa: E402
 from util.train_engine import GeneratorLoss  # noqa: E402
 
 
-def saved_tensor_bytes(fn) -> int:
-    """Runs `fn()` (a forward pass) and returns the bytes of the tensors saved for its backward
-    pass, each storage counted once however many ops keep it."""
+def saved_tensor_bytes(fn) -> tuple:
+    """Runs `fn()` (a forward pass); returns its result and the bytes of the tensors saved for its
+    backward pass, each storage counted once however many ops keep it."""
     storages = {}
 
     def pack(t):
@@ -39,8 +39,8 @@ def saved_tensor_bytes(fn) -> int:
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return sum(storages.values())
+        result = fn()
+    return result, sum(storages.values())
 
 
 def training_state_bytes(model) -> int:
@@ -83,7 +83,7 @@ def main():
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 return module(indices, labels, layout)[0]
 
-        return saved_tensor_bytes(forward)
+        return saved_tensor_bytes(forward)[1]
 
     start = time.perf_counter()
     if args.compile:  # compile (and recompile for a second batch) outside the measurement

@@ -29,12 +29,11 @@ def _step(model, checkpointing: bool):
     indices = [torch.randint(0, model.autoenc.config.n_embed, (4, s, s), generator=g) for s in model.scale_sizes]
     labels = torch.randint(0, model.cfg.num_classes, (4,), generator=g)
     torch.manual_seed(1)  # label dropout and random replacement draw from the global generator
-    out = {}
-    saved = saved_tensor_bytes(lambda: out.setdefault("loss", model.loss(indices, labels, layout=layout)[0]))
-    out["loss"].backward()
+    (loss, _), saved = saved_tensor_bytes(lambda: model.loss(indices, labels, layout=layout))
+    loss.backward()
     grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
     model.llama.grad_checkpointing = False
-    return out["loss"].detach(), grads, saved
+    return loss.detach(), grads, saved
 
 
 def test_checkpointing_keeps_loss_and_gradients_and_saves_memory(tiny):
