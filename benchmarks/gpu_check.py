@@ -1,7 +1,7 @@
 """Exactness on a GPU: the tiny_2x parity fixture in float32 (eager and compiled sampler) and the
 deviation that bf16 introduces. One JSON line per check.
 
-    python benchmarks/gpu_check.py --fixture ../shared/fixtures/reference/tiny_2x
+    python benchmarks/gpu_check.py --fixture tests/fixtures/tiny_2x
 """
 import argparse
 import json

@@ -2,7 +2,8 @@
 # The GPU figures of benchmarks/RESULTS.md, in three parts that each end within ten minutes
 # on one H100 (every command has its own time limit, so one slow compile cannot eat a part):
 #
-#   bash benchmarks/gpu_suite.sh check  OUT_DIR FIXTURE_DIR   # exactness: fp32 parity, bf16 deviation
+#   bash benchmarks/gpu_suite.sh check  OUT_DIR [FIXTURE_DIR] # exactness: fp32 parity, bf16 deviation
+#                                                               (default tests/fixtures/tiny_2x)
 #   bash benchmarks/gpu_suite.sh sample OUT_DIR               # L sampling, batch 1 / 64 / 128
 #   bash benchmarks/gpu_suite.sh train  OUT_DIR               # S training step, batch 128
 #
@@ -16,7 +17,7 @@ case $part in check | sample | train) ;; *)
     ;;
 esac
 out=$(realpath -m "$out")
-fixture=${3:+$(realpath -m "$3")}
+fixture=$(realpath -m "${3:-$(dirname "$0")/../tests/fixtures/tiny_2x}")
 cd "$(dirname "$0")/.."
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
@@ -35,7 +36,7 @@ run() {  # run SECONDS SCRIPT ARGS...: one benchmark under its own time limit
 
 case $part in
 check)
-    run 300 benchmarks/gpu_check.py --fixture "${fixture:?the tiny_2x fixture folder}"
+    run 300 benchmarks/gpu_check.py --fixture "$fixture"
     ;;
 sample)
     run 120 benchmarks/bench_sample.py --model L --batch_size 1 64 --repeats 5 --warmup 2

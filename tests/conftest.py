@@ -1,26 +1,29 @@
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-# The parity fixtures live in the team's shared folder beside the checkout; CI clones
-# main with shared/ next to it. A missing folder is an error, never a skip: the
-# exactness tests are the point of this suite.
-SHARED = Path(os.environ.get("CHECKERBOARD_SHARED", REPO.parent / "shared"))
+# Parity fixtures: small models in the published layout with the numbers the published
+# implementation computes for them (tests/fixtures/README.md). They live in the repository so a
+# fresh clone tests itself.
+FIXTURES = REPO / "tests" / "fixtures"
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    if not (SHARED / "SPEC.md").is_file():
-        raise FileNotFoundError(f"shared folder not found at {SHARED} (set CHECKERBOARD_SHARED)")
-    return SHARED
+def fixtures_dir() -> Path:
+    return FIXTURES
 
 
 @pytest.fixture(scope="session")
-def tiny_dir(shared_dir) -> Path:
-    return shared_dir / "fixtures" / "reference" / "tiny_2x"
+def published_keys_dir() -> Path:
+    """Every state-dict key and shape of the published S-2x, L-2x and L-4x checkpoints."""
+    return FIXTURES / "published_keys"
+
+
+@pytest.fixture(scope="session")
+def tiny_dir() -> Path:
+    return FIXTURES / "tiny_2x"
 
 
 @pytest.fixture(scope="session")

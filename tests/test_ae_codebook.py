@@ -26,10 +26,10 @@ SMALL_VQ16 = {"ch": 32, "ch_mult": [1, 1, 2, 2, 4], "num_res_blocks": 2, "z_chan
 IMG_SIZE = 64  # stride 16: latents 1..4
 
 
-def official_autoencoder_keys(shared_dir) -> dict:
+def official_autoencoder_keys(published_keys_dir) -> dict:
     """Key -> shape of the published autoencoder (its encoder/decoder are LlamaGen's VQ-16)."""
     shapes = {}
-    for line in (shared_dir / "reference" / "official_state_dict_L-2x.txt").read_text().splitlines():
+    for line in (published_keys_dir / "official_state_dict_L-2x.txt").read_text().splitlines():
         if line.startswith("autoenc."):
             key, shape, _ = line.split("\t")
             shapes[key.removeprefix("autoenc.")] = json.loads(shape)
@@ -56,7 +56,7 @@ def few_images(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def small_vq16(tmp_path_factory, shared_dir):
+def small_vq16(tmp_path_factory, published_keys_dir):
     """(autoencoder_config.yaml, LlamaGen-layout checkpoint with random weights)."""
     folder = tmp_path_factory.mktemp("llamagen")
     config = folder / "autoencoder_config.yaml"
@@ -66,7 +66,7 @@ def small_vq16(tmp_path_factory, shared_dir):
     torch.manual_seed(0)
     state = llamagen_state_dict(VQModel(AutoencoderConfig.from_yaml(config)).state_dict())
     assert set(state) - {"quantize.embedding.weight", "quantize.codebook_used"} == {
-        k for k in official_autoencoder_keys(shared_dir) if k.startswith(LLAMAGEN_MODULES)}
+        k for k in official_autoencoder_keys(published_keys_dir) if k.startswith(LLAMAGEN_MODULES)}
     checkpoint = folder / "vq_ds16_c2i.pt"
     torch.save({"model": state}, checkpoint)
     return config, checkpoint
@@ -178,10 +178,10 @@ def test_resume_repeats_the_uninterrupted_run(requant_run, small_vq16, few_image
         train_autoencoder(requant_config(small_vq16, few_images, tmp_path, n_embed=16))
 
 
-def test_full_size_llamagen_layout_is_accepted(shared_dir, tmp_path, few_images):
+def test_full_size_llamagen_layout_is_accepted(published_keys_dir, tmp_path, few_images):
     """The real VQ-16 shapes from the published key list, stored as zero-stride views (a few
     KB on disk), load into the full-size model built on the meta device."""
-    shapes = official_autoencoder_keys(shared_dir)
+    shapes = official_autoencoder_keys(published_keys_dir)
     state = {k: torch.zeros(1).expand(shape) for k, shape in shapes.items() if k.startswith(LLAMAGEN_MODULES)}
     state["quantize.embedding.weight"] = torch.zeros(1).expand(LLAMAGEN_CODEBOOK)
     state["quantize.codebook_used"] = torch.zeros(LLAMAGEN_USAGE)

@@ -148,9 +148,9 @@ def test_llamagen_layout(tmp_path, tiny_ae):
         load_llamagen_weights(model, tmp_path / "vq_ds16_c2i.pt")
 
 
-def test_l_size_keys_match_official(shared_dir):
+def test_l_size_keys_match_official(published_keys_dir):
     expected = {}
-    for line in (shared_dir / "reference" / "official_state_dict_L-2x.txt").read_text().splitlines():
+    for line in (published_keys_dir / "official_state_dict_L-2x.txt").read_text().splitlines():
         if line.startswith("autoenc."):
             key, shape, dtype = line.split("\t")
             expected[key[len("autoenc."):]] = (json.loads(shape), dtype)

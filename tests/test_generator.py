@@ -118,9 +118,9 @@ def _published_section(config_name):
     ("config_256_L.yaml", "official_state_dict_L-2x.txt"),
     ("config_256_L_4x.yaml", "official_state_dict_L-4x.txt"),
 ])
-def test_published_configs_have_the_published_keys(shared_dir, config_name, reference):
+def test_published_configs_have_the_published_keys(published_keys_dir, config_name, reference):
     expected = {}
-    for line in (shared_dir / "reference" / reference).read_text().splitlines():
+    for line in (published_keys_dir / reference).read_text().splitlines():
         if line and not line.startswith("#"):
             key, shape, _ = line.split("\t")
             expected[key] = json.loads(shape)
@@ -128,7 +128,7 @@ def test_published_configs_have_the_published_keys(shared_dir, config_name, refe
         model = build_generator(_published_section(config_name), REPO, load_autoencoder_weights=False)
     got = {k: list(v.shape) for k, v in model.state_dict().items()}
     assert got == expected
-    header = (shared_dir / "reference" / reference).read_text().splitlines()[0]
+    header = (published_keys_dir / reference).read_text().splitlines()[0]
     assert str(model.scale_sizes) in header
 
 
