@@ -4,9 +4,9 @@
     python demo.py --output_dir D --force   # redo every stage
 
 Stages, each through the project's own code path:
-  1. data        util/digits.py: the 1797 digits upscaled to 32 px, a fixed train/val split, as an ImageFolder
+  1. data        common/digits.py: the 1797 digits upscaled to 32 px, a fixed train/val split, as an ImageFolder
   2. autoencoder train_ae_codebook (--train_all): a small VQ autoencoder from scratch
-  3. generator   main.py's training (util/train_engine): a small class-conditional checkerboard generator
+  3. generator   main.py's training (training/engine.py): a small class-conditional checkerboard generator
   4. sampling    main_sample.py's `sample`: every class, with the EMA weights
   5. report      held-out per-token NLL per scale, and how often a logistic regression trained on the
                  real 8x8 training digits recognises the requested class (next to its accuracy on
@@ -39,12 +39,12 @@ from models.checkpoint import load_checkpoint_file, load_model, read_config  # n
 from train_ae_codebook.autoencoder_files import CHECKPOINT_NAME, CONFIG_NAME  # noqa: E402
 from train_ae_codebook.train_config import make_config as make_ae_config  # noqa: E402
 from train_ae_codebook.training import train_autoencoder  # noqa: E402
-from util.checkpoint import LAST  # noqa: E402
-from util.data import image_folder_samples, load_rgb, to_model_range  # noqa: E402
-from util.digits import digits_arrays, write_digits_imagefolder  # noqa: E402
-from util.train_config import TrainConfig  # noqa: E402
-from util.train_engine import train  # noqa: E402
-from util.visualize import image_grid, save_png  # noqa: E402
+from training.checkpoint import LAST  # noqa: E402
+from training.data import image_folder_samples, load_rgb, to_model_range  # noqa: E402
+from common.digits import digits_arrays, write_digits_imagefolder  # noqa: E402
+from training.config import TrainConfig  # noqa: E402
+from training.engine import train  # noqa: E402
+from sampling.figures import image_grid, save_png  # noqa: E402
 
 REPO = Path(__file__).resolve().parent
 NUM_CLASSES = 10
@@ -218,7 +218,7 @@ def heldout_nll(run_dir: Path, val_dir: Path, batch_size: int) -> dict:
 
 def to_digit_pixels(images: np.ndarray) -> np.ndarray:
     """uint8 (N, H, W, 3) dark-on-white images -> (N, 8, 8) in scikit-learn's digit range 0..16 (ink high),
-    by averaging blocks (H a multiple of 8): the inverse of util/digits.py's inversion and upscaling."""
+    by averaging blocks (H a multiple of 8): the inverse of common/digits.py's inversion and upscaling."""
     n, h, w, _ = images.shape
     grey = images.astype(np.float64).mean(axis=3)  # (N, H, W)
     blocks = grey.reshape(n, DIGIT_SIZE, h // DIGIT_SIZE, DIGIT_SIZE, w // DIGIT_SIZE).mean(axis=(2, 4))

@@ -13,9 +13,9 @@ import argparse
 import logging
 import sys
 
-from util.distributed import cleanup, get_rank
-from util.train_config import TrainConfig, add_config_arguments
-from util.train_engine import NonFiniteLossError, create_cache, fit, setup, start_processes, train
+from common.distributed import cleanup, get_rank
+from training.config import TrainConfig, add_config_arguments
+from training.engine import NonFiniteLossError, create_cache, fit, setup, start_processes, train
 
 log = logging.getLogger("main")
 

@@ -7,7 +7,7 @@
 Writes `output_dir/samples.npz` (ADM layout: arr_0 uint8 (N, H, W, 3), arr_1 labels) and
 `output_dir/grid.png`, plus the figures asked for. Sample i draws its label (with random
 classes) and all its tokens from its own torch.Generator seeded with
-`seed * 1_000_003 + i` (util.sample_io.sample_seed), so a seed gives the same samples whatever
+`seed * 1_000_003 + i` (sampling.sample_io.sample_seed), so a seed gives the same samples whatever
 the batch size and the number of processes. With --fid the labels are class-balanced by index:
 sample i has class i % num_classes.
 
@@ -29,8 +29,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
 from models import CheckerboardGenerator, load_model
-from util import sample_io, visualize
-from util.distributed import barrier, cleanup, get_rank, get_world_size, init_distributed, resolve_device
+from sampling import figures as visualize, sample_io
+from common.distributed import barrier, cleanup, get_rank, get_world_size, init_distributed, resolve_device
 
 # The paper's guidance weights are 1.4-1.7; 1.5 is the run_evaluator.sh default too.
 DEFAULT_CFG = 1.5

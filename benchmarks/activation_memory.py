@@ -17,15 +17,12 @@ autocast keep a few ops in different precisions. Compare settings within one dev
 """
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import build_random_model  # noqa: E402
-from util.train_engine import GeneratorLoss  # noqa: E402
+from benchmarks.random_models import build_random_model
+from training.engine import GeneratorLoss
 
 
 def saved_tensor_bytes(fn) -> tuple:

@@ -9,15 +9,12 @@ host clock (CPU), after warm-up; reports the median of the repeats.
 import argparse
 import json
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import build_random_model  # noqa: E402
-from models import sampler  # noqa: E402
+from benchmarks.random_models import build_random_model
+from models import sampler
 
 
 def time_call(fn, device, warmup: int, repeats: int) -> list[float]:

@@ -5,7 +5,7 @@
     python benchmarks/bench_train.py --model S --batch_size 128 --device cuda --compile --grad_checkpointing
     python benchmarks/bench_train.py --model tiny --batch_size 8 --device cpu
 
-One step = `util.train_engine.train_step`, what main.py runs: teacher-forced forward with the
+One step = `training.engine.train_step`, what main.py runs: teacher-forced forward with the
 training regularisers under bf16 autocast (fp32 on CPU), loss, backward, gradient clipping,
 fused AdamW. From cached tokens the batch is per-scale code indices; --from_images
 encodes the images with the autoencoder first, as training without a cache does.
@@ -13,15 +13,12 @@ encodes the images with the autoencoder first, as training without a cache does.
 import argparse
 import json
 import statistics
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.bench_sample import time_call  # noqa: E402
-from benchmarks.common import build_random_model  # noqa: E402
-from util.train_engine import StepOptions, amp_dtype_for, build_optimizer, train_step, wrap_for_training  # noqa: E402
+from benchmarks.bench_sample import time_call
+from benchmarks.random_models import build_random_model
+from training.engine import StepOptions, amp_dtype_for, build_optimizer, train_step, wrap_for_training
 
 
 def main():
@@ -39,7 +36,7 @@ def main():
     device = torch.device(args.device)
     model = build_random_model(args.model, device).train()
     model.llama.grad_checkpointing = args.grad_checkpointing
-    # The training loop's own pieces (util/train_engine.py), as main.py assembles them.
+    # The training loop's own pieces (training/engine.py), as main.py assembles them.
     optimizer = build_optimizer(model, lr=1e-4, weight_decay=0.01, betas=(0.9, 0.95), device=device)
     amp_dtype = amp_dtype_for("bf16", device)
     scaler = torch.amp.GradScaler(device.type, enabled=False)

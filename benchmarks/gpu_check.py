@@ -5,13 +5,11 @@ deviation that bf16 introduces. One JSON line per check.
 """
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from models import load_model  # noqa: E402
+from models import load_model
 
 
 def main():

@@ -17,7 +17,7 @@ from train_ae_codebook.codebook import (LatentStatistics, allocate_codes, initia
 from train_ae_codebook.images import StepBatches
 from train_ae_codebook.train_config import AETrainConfig, make_config
 from train_ae_codebook.training import CHECKPOINT_LAST, build_autoencoder, codebook_weight, train_autoencoder
-from util.digits import write_digits_imagefolder
+from common.digits import write_digits_imagefolder
 
 LLAMAGEN_CODEBOOK = (16384, 8)  # vq_ds16_c2i.pt: 16384 codes of 8 dims, plus a usage buffer
 LLAMAGEN_USAGE = 65536

@@ -1,5 +1,6 @@
 """Small autoencoders from scratch (--train_all) and their evaluation on real digits."""
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from train_ae_codebook.evaluation import evaluate_autoencoder, psnr
 from train_ae_codebook.images import ImageFiles
 from train_ae_codebook.train_config import AETrainConfig
 from train_ae_codebook.training import autoencoder_config, build_autoencoder, train_autoencoder
-from util.digits import write_digits_imagefolder
+from common.digits import write_digits_imagefolder
 
 REPO = Path(__file__).resolve().parents[1]
 DIGITS_CONFIG = REPO / "train_ae_codebook" / "autoencoder_config_digits.yaml"
@@ -120,6 +121,6 @@ def test_evaluation_per_scale(tiny_dir, digits, tmp_path, capsys):
 def test_script_reports_bad_input_in_one_line(tmp_path):
     result = subprocess.run([sys.executable, "train_ae_codebook/main_train_ae.py", "--config", str(DIGITS_CONFIG),
                              "--data_path", str(tmp_path / "missing"), "--output_dir", str(tmp_path / "out")],
-                            cwd=REPO, capture_output=True, text=True)
+                            cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.returncode == 2
     assert result.stderr == f"main_train_ae.py: error: data folder not found: {tmp_path / 'missing'}\n"

@@ -77,7 +77,7 @@ def test_digit_pixels_invert_the_imagefolder(tmp_path):
     """Generated images are judged in sklearn's 8x8 0..16 range: the written real digits map back."""
     from sklearn.datasets import load_digits
 
-    from util.digits import write_digits_imagefolder
+    from common.digits import write_digits_imagefolder
 
     write_digits_imagefolder(tmp_path, 32)
     digits = load_digits()

@@ -12,8 +12,7 @@ from scipy.special import rel_entr, softmax
 
 from conftest import REPO
 
-sys.path.insert(0, str(REPO))
-import evaluator  # noqa: E402
+import evaluator
 
 RNG = np.random.default_rng(0)
 # stand-in weights: 2x2 stride-2 conv (3 -> 8 channels), pool projection 32 -> 16, 10 classes

@@ -15,7 +15,7 @@ import main_sample
 from main_sample import SampleConfig, count_flops, sample
 from models import build_generator, load_model
 from models.checkpoint import read_config
-from util import sample_io
+from sampling import sample_io
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -1,11 +1,11 @@
-"""util.sample_io: uint8 conversion, labels by index, shards and the streamed ADM npz."""
+"""sampling.sample_io: uint8 conversion, labels by index, shards and the streamed ADM npz."""
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from util import sample_io
+from sampling import sample_io
 
 
 def test_to_uint8_rounds_to_the_nearest_level_and_is_nhwc():

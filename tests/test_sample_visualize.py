@@ -1,12 +1,12 @@
-"""util.visualize on a real trace of the tiny_2x model."""
+"""sampling.figures on a real trace of the tiny_2x model."""
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from models import load_model
-from util import visualize
-from util.sample_io import to_uint8
+from sampling import figures as visualize
+from sampling.sample_io import to_uint8
 
 STEPS = [1, 2, 4, 4]
 

@@ -10,9 +10,9 @@ import yaml
 
 from main import get_args_parser, parse_config
 from train_support import REPO, digits_subset, tiny_config
-from util.lr_schedule import LRSchedule
-from util.train_config import TrainConfig
-from util.train_engine import param_groups
+from training.lr_schedule import LRSchedule
+from training.config import TrainConfig
+from training.engine import param_groups
 
 
 @pytest.mark.parametrize("name, batch, lr, epochs, steps, gamma", [

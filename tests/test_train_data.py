@@ -6,9 +6,9 @@ from PIL import Image
 from torch.utils.data import BatchSampler, DataLoader
 
 from train_support import digits_subset
-from util.data import (CROP_MARGIN, CropSampler, TenCropImageFolder, center_crop_arr, collate_skipping,
+from training.data import (CROP_MARGIN, CropSampler, TenCropImageFolder, center_crop_arr, collate_skipping,
                        image_folder_samples, ten_crops, to_model_range)
-from util.ema import EMA
+from training.ema import EMA
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from train_support import FAST_ARGS, digits_subset, tiny_config
-from util.metrics_log import read_metrics
-from util.train_config import TrainConfig
-from util.train_engine import create_cache, fit, setup
+from training.metrics_log import read_metrics
+from training.config import TrainConfig
+from training.engine import create_cache, fit, setup
 
 WORLD = 2
 

@@ -6,7 +6,7 @@ import torch_fidelity
 from torch_fidelity.defaults import DEFAULTS
 
 from models import load_model
-from util.inline_eval import InlineEvaluator, NpzImages, SampleSettings, sample_images, tile
+from training.inline_eval import InlineEvaluator, NpzImages, SampleSettings, sample_images, tile
 
 
 @pytest.fixture(scope="module")

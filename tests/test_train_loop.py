@@ -14,9 +14,9 @@ import torch
 from models import load_model
 from models.checkpoint import load_checkpoint_file
 from train_support import FAST_ARGS, REPO, digits_subset, tiny_config
-from util.metrics_log import read_metrics
-from util.train_config import TrainConfig
-from util.train_engine import (GeneratorLoss, NonFiniteLossError, StepOptions, batch_tokens, create_cache, setup,
+from training.metrics_log import read_metrics
+from training.config import TrainConfig
+from training.engine import (GeneratorLoss, NonFiniteLossError, StepOptions, batch_tokens, create_cache, setup,
                                train, train_step)
 
 

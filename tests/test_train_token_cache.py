@@ -4,11 +4,11 @@ import json
 import pytest
 import torch
 
-import util.token_cache as token_cache
+import training.token_cache as token_cache
 from models.checkpoint import build_generator, read_config
 from train_support import digits_subset, tiny_config
-from util.data import TenCropImageFolder
-from util.token_cache import CacheSpec, TokenCacheDataset, cache_spec, create_token_cache
+from training.data import TenCropImageFolder
+from training.token_cache import CacheSpec, TokenCacheDataset, cache_spec, create_token_cache
 
 
 @pytest.fixture(scope="module")

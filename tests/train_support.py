@@ -4,7 +4,7 @@ from pathlib import Path
 
 import yaml
 
-from util.digits import write_digits_imagefolder
+from common.digits import write_digits_imagefolder
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CPU_CONFIG = REPO / "configs" / "config_tiny_cpu.yaml"

@@ -10,16 +10,15 @@ import sys
 from pathlib import Path
 
 # Run as `python train_ae_codebook/main_evaluate_ae.py`: the repository root holds `models`.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
-from torch.utils.data import DataLoader, Subset  # noqa: E402
+import torch
+from torch.utils.data import DataLoader, Subset
 
-from models.autoencoder import load_autoencoder  # noqa: E402
-from models.checkerboard import scale_sizes  # noqa: E402
-from train_ae_codebook.autoencoder_files import CHECKPOINT_NAME, CONFIG_NAME  # noqa: E402
-from train_ae_codebook.evaluation import evaluate_autoencoder  # noqa: E402
-from train_ae_codebook.images import ImageFiles  # noqa: E402
+from models.autoencoder import load_autoencoder
+from models.checkerboard import scale_sizes
+from train_ae_codebook.autoencoder_files import CHECKPOINT_NAME, CONFIG_NAME
+from train_ae_codebook.evaluation import evaluate_autoencoder
+from train_ae_codebook.images import ImageFiles
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -13,17 +13,15 @@ Writes <output_dir>/autoencoder_config.yaml + checkpoint.pth; rerunning resumes 
 """
 import argparse
 import sys
-from pathlib import Path
 
 # Run as `python train_ae_codebook/main_train_ae.py`: the repository root holds `models`.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
-import yaml  # noqa: E402
+import torch
+import yaml
 
-from models.checkpoint import read_config  # noqa: E402
-from train_ae_codebook.train_config import RECON_LOSSES, make_config  # noqa: E402
-from train_ae_codebook.training import train_autoencoder  # noqa: E402
+from models.checkpoint import read_config
+from train_ae_codebook.train_config import RECON_LOSSES, make_config
+from train_ae_codebook.training import train_autoencoder
 
 
 def get_args_parser() -> argparse.ArgumentParser:

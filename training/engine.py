@@ -21,16 +21,16 @@ from tqdm.auto import tqdm
 from models.autoencoder import load_state_dict_strict
 from models.checkpoint import build_generator, read_config
 from models.generator import CheckerboardGenerator
-from util import distributed as dist_util
-from util.checkpoint import (LAST, load_training_checkpoint, portable_model_section, save_training_checkpoint,
+from common import distributed as dist_util
+from training.checkpoint import (LAST, load_training_checkpoint, portable_model_section, save_training_checkpoint,
                              training_state, write_run_config)
-from util.data import NUM_CROPS, Batch, CropSampler, TenCropImageFolder, collate_skipping, epoch_seed
-from util.ema import EMA
-from util.inline_eval import InlineEvaluator, SampleSettings
-from util.lr_schedule import LRSchedule, set_lr
-from util.metrics_log import MetricsLog
-from util.token_cache import TokenCacheDataset, cache_spec, create_token_cache, default_cache_dir
-from util.train_config import TrainConfig
+from training.data import NUM_CROPS, Batch, CropSampler, TenCropImageFolder, collate_skipping, epoch_seed
+from training.ema import EMA
+from training.inline_eval import InlineEvaluator, SampleSettings
+from training.lr_schedule import LRSchedule, set_lr
+from training.metrics_log import MetricsLog
+from training.token_cache import TokenCacheDataset, cache_spec, create_token_cache, default_cache_dir
+from training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +278,7 @@ def setup(config: TrainConfig) -> TrainingRun:
     else:
         _check_data_path(config)
         dataset = TenCropImageFolder(Path(config.data_path) / "train", model.cfg.img_size, num_classes)
-    # Of the ten crops the first five are unmirrored (util/data.py), so five means "no mirroring".
+    # Of the ten crops the first five are unmirrored (training/data.py), so five means "no mirroring".
     sampler = CropSampler(len(dataset), NUM_CROPS if config.mirrored_crops else NUM_CROPS // 2, config.seed, rank,
                           world)
     loader = DataLoader(dataset, batch_sampler=BatchSampler(sampler, config.batch_size, drop_last=True),

@@ -24,9 +24,9 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from util.checkpoint import atomic_write_text
-from util.data import CROP_MARGIN, NUM_CROPS, TenCropImageFolder, collate_all_crops
-from util.distributed import barrier
+from training.checkpoint import atomic_write_text
+from training.data import CROP_MARGIN, NUM_CROPS, TenCropImageFolder, collate_all_crops
+from common.distributed import barrier
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 checkerboard fill (paper Figure 1), per-cell step and entropy maps (Figure 7) and the entropy
 per step over a batch (Figure 6). numpy and PIL only.
 
-Images are uint8 (B, H, W, 3) arrays; `to_uint8` of util.sample_io converts model output.
+Images are uint8 (B, H, W, 3) arrays; `to_uint8` of sampling.sample_io converts model output.
 """
 from dataclasses import dataclass
 
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
-from util.sample_io import to_uint8
+from sampling.sample_io import to_uint8
 
 PAD = 2  # pixels between panels
 BACKGROUND = 255

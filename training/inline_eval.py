@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from util.distributed import barrier
+from common.distributed import barrier
 
 log = logging.getLogger(__name__)
 
