@@ -17,6 +17,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from common.distributed import barrier
+from models.sampler import Sampler
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +47,16 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 def sample_images(generator, indices: list[int], settings: SampleSettings, device) -> torch.Tensor:
     """uint8 (n, 3, H, W) samples; sample i has class i % num_classes and its own seed + i stream, so
     it does not depend on how the indices are split among batches or processes."""
-    out = []
+    out, sampler = [], Sampler(generator)
     for lo in range(0, len(indices), settings.batch_size):
         chunk = indices[lo:lo + settings.batch_size]
         streams = [torch.Generator(device).manual_seed(settings.seed + i) for i in chunk]
         labels = (torch.tensor(chunk, device=device) % generator.cfg.num_classes
                   if generator.cfg.class_cond else None)
         cfg = settings.cfg if generator.cfg.class_cond else 0.0
-        result = generator.generate(labels=labels, batch_size=len(chunk), cfg=cfg,
-                                    cfg_start_step=settings.cfg_start_step, steps_per_scale=settings.steps_per_scale,
-                                    temperature=settings.temperature, generator=streams)
+        result = sampler.generate(labels=labels, batch_size=len(chunk), cfg=cfg, cfg_start_step=settings.cfg_start_step,
+                                  steps_per_scale=settings.steps_per_scale, temperature=settings.temperature,
+                                  generator=streams)
         out.append(to_uint8(result.images).cpu())
     return torch.cat(out) if out else torch.zeros(0, 3, 0, 0, dtype=torch.uint8)
 
