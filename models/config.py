@@ -1,7 +1,7 @@
 """The `model:` section of a config file: the published key names and defaults, values checked.
 
 A config written for the published implementation loads here and means the same (docs/method.md
-section 10): a key it leaves out takes the published default. A value of the wrong type or out of
+section 8): a key it leaves out takes the published default. A value of the wrong type or out of
 range, or an unknown key, is refused with one line naming the file, the key and the value.
 """
 import math

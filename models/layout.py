@@ -73,7 +73,8 @@ class SequenceLayout(nn.Module):
         self._buffer("token_of_pos", torch.argsort(pos_id))
         self._buffer("rot_pos", torch.cat([torch.full((n_cls,), self.class_pos_id, device=device), pos_id]))  # (L,)
         self._buffer("scale_len", lengths)  # (K,)
-        self._buffer("default_block", torch.tensor([block_size(s * s, default_steps) for s in scale_sizes], device=device))
+        default_block = [block_size(s * s, default_steps) for s in scale_sizes]
+        self._buffer("default_block", torch.tensor(default_block, device=device))  # (K,)
         # Training draws the block size of each scale by inverse CDF from this (K, max n) table: the
         # exact distribution of the random rule in units of 2^-RESOLUTION_BITS, one uniform integer
         # per scale, no host work per step. Integers, so that casting the model's dtype leaves it be.
