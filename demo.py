@@ -40,7 +40,8 @@ from train_ae_codebook.autoencoder_files import CHECKPOINT_NAME, CONFIG_NAME  # 
 from train_ae_codebook.train_config import make_config as make_ae_config  # noqa: E402
 from train_ae_codebook.training import train_autoencoder  # noqa: E402
 from training.checkpoint import LAST  # noqa: E402
-from training.data import image_folder_samples, load_rgb, to_model_range  # noqa: E402
+from training.data import image_folder_samples, to_model_range  # noqa: E402
+from common.images import load_rgb  # noqa: E402
 from common.digits import digits_arrays, write_digits_imagefolder  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.engine import train  # noqa: E402

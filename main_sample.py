@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from models import CheckerboardGenerator, load_model
 from sampling import figures as visualize, sample_io
 from common.distributed import barrier, cleanup, get_rank, get_world_size, init_distributed, resolve_device
+from common.files import atomic_write_text, leftover_temporaries
 
 # The paper's guidance weights are 1.4-1.7; 1.5 is the run_evaluator.sh default too.
 DEFAULT_CFG = 1.5
@@ -250,7 +251,7 @@ def write_figures(model, config: SampleConfig, plan: SamplePlan, out_dir: Path, 
         figures["entropy_plot"] = out_dir / "entropy_per_step.png"
         figures["entropy_stats"] = out_dir / "entropy_per_step.json"
         visualize.save_png(visualize.entropy_plot(stats), figures["entropy_plot"])
-        figures["entropy_stats"].write_text(json.dumps(stats.as_dict(), indent=1))
+        atomic_write_text(figures["entropy_stats"], json.dumps(stats.as_dict(), indent=1))
     return figures
 
 
@@ -288,6 +289,9 @@ def sample(config: SampleConfig, model: CheckerboardGenerator | None = None, dev
     for lo, hi in ranges:
         sample_io.shard_path(shard_dir, lo, hi).unlink()
     (shard_dir / sample_io.PLAN_NAME).unlink()
+    # Every process has finished drawing: a temporary file still here is a killed run's part of a shard.
+    for leftover in leftover_temporaries(shard_dir):
+        leftover.unlink()
     shard_dir.rmdir()
     first = sample_io.read_first_images(outputs.samples_npz, config.grid_samples)
     visualize.save_png(visualize.image_grid(first), outputs.grid_png)

@@ -103,7 +103,7 @@ def test_fid_run_interrupted_and_resumed_equals_an_uninterrupted_run(tiny, tiny_
     assert sorted(p.name for p in shard_dir.glob("shard_*.npz")) == ["shard_0_5.npz"]
     assert not (Path(parts.output_dir) / "samples.npz").exists()
     # A process killed while writing leaves a partial temporary file behind.
-    (shard_dir / "shard_10_15.npz.tmp").write_bytes(b"partial")
+    (shard_dir / ".shard_10_15.npz.999999-0a1b2c3d.tmp").write_bytes(b"partial")
     with pytest.raises(ValueError, match="cfg=1.5.*cfg=2.0"):
         sample(_config(tmp_path, "parts", batch_size=3, **{**common, "cfg": 2.0}), model=tiny)
     assert (shard_dir / "shard_0_5.npz").is_file()
