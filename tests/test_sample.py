@@ -145,8 +145,11 @@ def test_figures_are_pngs_of_the_samples(tiny, tiny_dir, tmp_path):
         if key != "entropy_stats":
             assert path.read_bytes()[:8] == PNG_MAGIC, key
     with Image.open(outputs.figures["fill"]) as fill:
-        # steps 1 + 2 + 4 + 4 = 11 columns, 3 rows of enlarged 64 px panels under a title strip
-        assert fill.width == 11 * 64 + 10 * 2 and fill.height > 3 * 64
+        # steps 1 + 2 + 4 + 4 = 11 columns, 3 rows of enlarged 64 px panels under a title strip,
+        # the rows titled with their classes on the left
+        assert fill.width > 11 * 64 + 10 * 2 and fill.height > 3 * 64
+        classes = np.asarray(fill)[:, :fill.width - (11 * 64 + 10 * 2)]
+        assert (classes < 255).any()
     assert load_npz(outputs.samples_npz)["arr_1"].tolist() == [1, 2, 3, 1]
 
 
