@@ -3,6 +3,8 @@ cosine), and the cosine decay it shares with train_ae_codebook."""
 import math
 from dataclasses import dataclass, field
 
+SCHEDULES = ("constant", "step", "cosine")
+
 
 @dataclass(frozen=True)
 class LRSchedule:
@@ -15,8 +17,8 @@ class LRSchedule:
     min_lr: float = 0.0
 
     def __post_init__(self):
-        if self.schedule not in ("constant", "step", "cosine"):
-            raise ValueError(f"unknown lr schedule {self.schedule!r} (constant, step or cosine)")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown lr schedule {self.schedule!r} ({', '.join(SCHEDULES)})")
 
     def __call__(self, epoch: float) -> float:
         """Rate at `epoch` = epoch index + fraction of it done (called once per iteration)."""
