@@ -40,7 +40,9 @@ from train_ae_codebook.autoencoder_files import CHECKPOINT_NAME, CONFIG_NAME  # 
 from train_ae_codebook.train_config import make_config as make_ae_config  # noqa: E402
 from train_ae_codebook.training import train_autoencoder  # noqa: E402
 from training.checkpoint import LAST  # noqa: E402
-from training.data import image_folder_samples, load_rgb, to_model_range  # noqa: E402
+from training.data import image_folder_samples, to_model_range  # noqa: E402
+from common.files import atomic_copy, atomic_write_text  # noqa: E402
+from common.images import load_rgb  # noqa: E402
 from common.digits import digits_arrays, write_digits_imagefolder  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.engine import train  # noqa: E402
@@ -138,7 +140,7 @@ class Stages:
         return result
 
     def _save(self):
-        self.path.write_text(json.dumps(self.records, indent=1))
+        atomic_write_text(self.path, json.dumps(self.records, indent=1))
 
 
 def log(message: str):
@@ -163,7 +165,7 @@ def write_generator_config(config: DemoConfig, out_dir: Path) -> Path:
     for key in AUTOENC_PATHS:
         autoenc[key] = str((out_dir / autoenc[key]).resolve())
     path = out_dir / "generator_config.yaml"
-    path.write_text(yaml.safe_dump({"model": model_section, "args": args_section}, sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump({"model": model_section, "args": args_section}, sort_keys=False))
     return path
 
 
@@ -288,7 +290,7 @@ def run_demo(config: DemoConfig) -> dict:
     nll = heldout_nll(run_dir, data_dir / "val", config.eval_batch_size)
     recognition = classify(samples_dir / "samples.npz", config)
     save_png(class_rows_grid(samples_dir / "samples.npz"), out / "grid.png")
-    shutil.copyfile(samples_dir / "checkerboard_fill.png", out / "checkerboard_steps.png")
+    atomic_copy(samples_dir / "checkerboard_fill.png", out / "checkerboard_steps.png")
     stages.seconds["report"] = time.perf_counter() - eval_start
 
     epoch = int(load_checkpoint_file(run_dir / LAST)["epoch"])
@@ -304,7 +306,7 @@ def run_demo(config: DemoConfig) -> dict:
                   "samples": str(samples_dir / "samples.npz"), "generator": str(run_dir),
                   "autoencoder": str(ae_dir)},
     }
-    (out / "report.json").write_text(json.dumps(report, indent=1))
+    atomic_write_text(out / "report.json", json.dumps(report, indent=1))
     return report
 
 

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from models import CheckerboardGenerator, load_model
 from sampling import figures as visualize, sample_io
 from common.distributed import barrier, cleanup, get_rank, get_world_size, init_distributed, resolve_device
+from common.files import atomic_write_text, leftover_temporaries
 
 # The paper's guidance weights are 1.4-1.7; 1.5 is the run_evaluator.sh default too.
 DEFAULT_CFG = 1.5
@@ -220,37 +221,38 @@ def _draw_shards(model, config: SampleConfig, plan: SamplePlan, shard_dir: Path,
 
 def _trace(model, config: SampleConfig, plan: SamplePlan, device):
     """The first vis_samples samples again (same streams, same samples) with their step and
-    entropy traces, concatenated over batches."""
+    entropy traces and their classes, concatenated over batches."""
     indices = list(range(min(config.vis_samples, plan.num_samples)))
     outs = [generate_indices(model, config, plan, indices[i:i + config.batch_size], device, return_trace=True)
             for i in range(0, len(indices), config.batch_size)]
     cat = lambda name: [torch.cat(parts) for parts in zip(*(getattr(o, name) for o in outs))]  # noqa: E731
-    return torch.cat([o.images for o in outs]), cat("tokens"), cat("steps"), cat("entropy")
+    labels = torch.cat([o.labels for o in outs]).tolist() if plan.label_mode != "none" else None
+    return torch.cat([o.images for o in outs]), cat("tokens"), cat("steps"), cat("entropy"), labels
 
 
 def write_figures(model, config: SampleConfig, plan: SamplePlan, out_dir: Path, device) -> dict:
     wanted = config.save_pyramid or config.save_fill or config.save_step_maps or config.save_entropy_plot
     if not wanted:
         return {}
-    images, tokens, steps, entropy = _trace(model, config, plan, device)
+    images, tokens, steps, entropy, labels = _trace(model, config, plan, device)
     ae, size = model.autoencoder, model.cfg.img_size
     figures = {}
     if config.save_pyramid:
         figures["pyramid"] = out_dir / "pyramid.png"
-        visualize.save_png(visualize.pyramid_figure(ae, tokens, size), figures["pyramid"])
+        visualize.save_png(visualize.pyramid_figure(ae, tokens, size, labels), figures["pyramid"])
     if config.save_fill:
         figures["fill"] = out_dir / "checkerboard_fill.png"
-        visualize.save_png(visualize.fill_figure(ae, tokens, steps, size), figures["fill"])
+        visualize.save_png(visualize.fill_figure(ae, tokens, steps, size, labels), figures["fill"])
     if config.save_step_maps:
         figures["step_maps"] = out_dir / "step_entropy_maps.png"
-        visualize.save_png(visualize.step_entropy_figure(sample_io.to_uint8(images), steps, entropy),
+        visualize.save_png(visualize.step_entropy_figure(sample_io.to_uint8(images), steps, entropy, labels),
                            figures["step_maps"])
     if config.save_entropy_plot:
         stats = visualize.entropy_per_step(steps, entropy)
         figures["entropy_plot"] = out_dir / "entropy_per_step.png"
         figures["entropy_stats"] = out_dir / "entropy_per_step.json"
         visualize.save_png(visualize.entropy_plot(stats), figures["entropy_plot"])
-        figures["entropy_stats"].write_text(json.dumps(stats.as_dict(), indent=1))
+        atomic_write_text(figures["entropy_stats"], json.dumps(stats.as_dict(), indent=1))
     return figures
 
 
@@ -288,6 +290,9 @@ def sample(config: SampleConfig, model: CheckerboardGenerator | None = None, dev
     for lo, hi in ranges:
         sample_io.shard_path(shard_dir, lo, hi).unlink()
     (shard_dir / sample_io.PLAN_NAME).unlink()
+    # Every process has finished drawing: a temporary file still here is a killed run's part of a shard.
+    for leftover in leftover_temporaries(shard_dir):
+        leftover.unlink()
     shard_dir.rmdir()
     first = sample_io.read_first_images(outputs.samples_npz, config.grid_samples)
     visualize.save_png(visualize.image_grid(first), outputs.grid_png)

@@ -18,6 +18,7 @@ from train_ae_codebook.images import StepBatches
 from train_ae_codebook.train_config import AETrainConfig, make_config
 from train_ae_codebook.training import CHECKPOINT_LAST, build_autoencoder, codebook_weight, train_autoencoder
 from common.digits import write_digits_imagefolder
+from common.lr_schedule import cosine_decay
 
 LLAMAGEN_CODEBOOK = (16384, 8)  # vq_ds16_c2i.pt: 16384 codes of 8 dims, plus a usage buffer
 LLAMAGEN_USAGE = 65536
@@ -141,6 +142,11 @@ def test_requantize_logs_usage_and_perplexity(requant_run):
         assert 0 < r["codebook_usage"] <= 1 and 1 <= r["perplexity"] <= 32
     assert "codebook_usage" not in records[0]
     assert [r["step"] for r in records if "dead_codes_reinitialised" in r] == [6, 9]
+    # main.py's cosine (common/lr_schedule.py) over the steps after the codebook initialisation
+    total, init = 10, config.init_steps
+    assert [r["lr"] for r in records] == [cosine_decay(config.lr, (r["step"] - 1 - init) / (total - init))
+                                          for r in records]
+    assert records[init]["lr"] == config.lr and records[-1]["lr"] < config.lr / 10
     assert list(out.glob("events.out.tfevents.*"))
     written = yaml.safe_load((out / "autoencoder_config.yaml").read_text())
     assert written["model"]["params"]["ddconfig"] == SMALL_VQ16 and written["training_args"]["init_steps"] == 3

@@ -10,7 +10,7 @@ import yaml
 
 from main import get_args_parser, parse_config
 from train_support import REPO, digits_subset, tiny_config
-from training.lr_schedule import LRSchedule
+from common.lr_schedule import LRSchedule
 from training.config import TrainConfig
 from training.engine import param_groups
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Subset
 
+from common.files import atomic_write_text
 from models.autoencoder import load_autoencoder
 from models.checkerboard import scale_sizes
 from train_ae_codebook.autoencoder_files import CHECKPOINT_NAME, CONFIG_NAME
@@ -91,7 +92,7 @@ def main(argv=None):
         sys.exit(2)
     print(format_table(results))
     if args.output_file:
-        Path(args.output_file).write_text(json.dumps(results, indent=2) + "\n")
+        atomic_write_text(args.output_file, json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -3,53 +3,19 @@
 An output folder holds `checkpoint-last.pth` (after every epoch), `checkpoint-<epoch>.pth` (kept
 ones), `config.yaml` (`model:` + `args:`), `args.yaml` (every option of the run) and
 `autoenc/autoencoder_config.yaml`, so that `models.load_model(folder)` works wherever the folder goes.
-Every file is written to a temporary name and renamed, so an interrupted save leaves the previous
-file intact.
+Every file is written atomically (common/files.py), so an interrupted save leaves the previous file
+intact.
 """
 import copy
-import os
-import shutil
 from pathlib import Path
 
-import torch
 import yaml
 
+from common.files import atomic_copy, atomic_torch_save, atomic_write_text
 from models.checkpoint import checkpoint_paths, load_checkpoint_file, resolve_path
 
 LAST = "checkpoint-last.pth"
 AUTOENC_CONFIG = Path("autoenc") / "autoencoder_config.yaml"
-
-
-def _temporary(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp{os.getpid()}")
-
-
-def _commit(tmp: Path, path: Path):
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_torch_save(obj, path) -> Path:
-    path = Path(path)
-    tmp = _temporary(path)
-    try:
-        torch.save(obj, tmp)
-        _commit(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def atomic_write_text(path, text: str) -> Path:
-    path = Path(path)
-    tmp = _temporary(path)
-    try:
-        tmp.write_text(text)
-        _commit(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def epoch_checkpoint_name(epoch: int) -> str:
@@ -60,18 +26,9 @@ def save_training_checkpoint(output_dir, state: dict, keep: bool) -> Path:
     """Write checkpoint-last.pth; with `keep`, also checkpoint-<state['epoch']>.pth (a hard link
     to the same bytes where the file system allows, else a copy)."""
     output_dir = Path(output_dir)
-    last = atomic_torch_save(state, output_dir / LAST)
+    last = atomic_torch_save(output_dir / LAST, state)
     if keep:
-        kept = output_dir / epoch_checkpoint_name(state["epoch"])
-        tmp = _temporary(kept)
-        try:
-            try:
-                os.link(last, tmp)
-            except OSError:
-                shutil.copyfile(last, tmp)
-            _commit(tmp, kept)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_copy(last, output_dir / epoch_checkpoint_name(state["epoch"]))
     return last
 
 

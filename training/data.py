@@ -2,7 +2,7 @@
 
 Items are addressed by (image index, crop index) pairs that `CropSampler` draws per epoch from the
 run's seed, so the data order and the crops are reproducible and a resumed run sees exactly what an
-uninterrupted one would. Undecodable images are skipped and reported, never fatal.
+uninterrupted one would. Images that common/images.py cannot read are skipped and reported, never fatal.
 """
 import math
 import os
@@ -14,11 +14,10 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler, default_collate
 
+from common.images import IMAGE_EXTENSIONS, ImageError, list_images, load_rgb
+
 CROP_MARGIN = 1.1  # the centre crop keeps 1.1 x the training size so the ten crops differ
 NUM_CROPS = 10
-# torchvision's ImageFolder extensions; torchvision itself is not imported (it pulls in
-# torch._dynamo: seconds of start-up for every training process)
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
 def center_crop_arr(pil_image: Image.Image, image_size: int) -> Image.Image:
@@ -52,11 +51,6 @@ def to_model_range(pil_image: Image.Image) -> torch.Tensor:
     return pixels.permute(2, 0, 1).float().div(127.5).sub(1.0)  # (3, H, W) in [-1, 1]
 
 
-def load_rgb(path) -> Image.Image:
-    with Image.open(path) as img:
-        return img.convert("RGB")
-
-
 class Skipped(NamedTuple):
     """Stands in for an image that could not be decoded."""
 
@@ -80,11 +74,10 @@ def image_folder_samples(root, num_classes: int | None = None) -> tuple[list, li
                          f"{num_classes}")
     samples = []
     for label, name in enumerate(classes):
-        found = [os.path.join(folder, f) for folder, _, files in sorted(os.walk(root / name, followlinks=True))
-                 for f in sorted(files) if f.lower().endswith(IMG_EXTENSIONS)]
+        found = list_images(root / name)
         if not found:
-            raise FileNotFoundError(f"{root / name}: no images ({', '.join(IMG_EXTENSIONS)})")
-        samples += [(path, label) for path in found]
+            raise FileNotFoundError(f"{root / name}: no images ({', '.join(IMAGE_EXTENSIONS)})")
+        samples += [(str(path), label) for path in found]
     if not samples:
         raise FileNotFoundError(f"{root}: no class folders with images")
     return classes, samples
@@ -107,7 +100,7 @@ class TenCropImageFolder(Dataset):
         path, label = self.samples[index]
         try:
             img = load_rgb(path)
-        except (OSError, ValueError, Image.DecompressionBombError):
+        except ImageError:
             return Skipped(path)
         crops = ten_crops(img, self.image_size)
         if crop is None:

@@ -27,7 +27,7 @@ from training.checkpoint import (LAST, load_training_checkpoint, portable_model_
 from training.data import NUM_CROPS, Batch, CropSampler, TenCropImageFolder, collate_skipping, epoch_seed
 from training.ema import EMA
 from training.inline_eval import InlineEvaluator, SampleSettings
-from training.lr_schedule import LRSchedule, set_lr
+from common.lr_schedule import LRSchedule, set_lr
 from training.metrics_log import MetricsLog
 from training.token_cache import TokenCacheDataset, cache_spec, create_token_cache, default_cache_dir
 from training.config import TrainConfig

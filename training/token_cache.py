@@ -6,7 +6,7 @@ Layout of a cache folder:
   shard-00000.safetensors  `codes_<s>` int16 (n, 10, s, s) per scale s, `labels` int64 (n,),
                          `indices` int64 (n,) image index in the ImageFolder; its header metadata
                          lists the images of its range that could not be decoded
-Shards are written whole under a temporary name and renamed, so an interrupted run resumes with the
+Shards are written atomically (common/files.py), so an interrupted run resumes with the
 first missing shard. Training draws one of the ten crops per image and epoch: an epoch over the
 cache is one pass over the images, not ten.
 """
@@ -20,13 +20,13 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from training.checkpoint import atomic_write_text
 from training.data import CROP_MARGIN, NUM_CROPS, TenCropImageFolder, collate_all_crops
 from common.distributed import barrier
+from common.files import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -168,10 +168,8 @@ def _encode_shard(generator, dataset, k, shard_size, batch_size, num_workers, de
                for s, c in zip(generator.scale_sizes, codes)}
     tensors["labels"] = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long)
     tensors["indices"] = torch.cat(indices) if indices else torch.zeros(0, dtype=torch.long)
-    path = cache_dir / shard_name(k)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, tmp, metadata={"shard": str(k), "range": f"{lo},{hi}", "skipped": json.dumps(skipped)})
-    tmp.replace(path)
+    metadata = {"shard": str(k), "range": f"{lo},{hi}", "skipped": json.dumps(skipped)}
+    atomic_write_bytes(cache_dir / shard_name(k), safetensors_bytes(tensors, metadata=metadata))
 
 
 def _complete(cache_dir: Path, plan: dict):

@@ -1,6 +1,9 @@
-"""Learning rate as a function of fractional epochs: linear warm-up, then constant, step or cosine."""
+"""Learning rates: main.py's schedule over fractional epochs (linear warm-up, then constant, step or
+cosine), and the cosine decay it shares with train_ae_codebook."""
 import math
 from dataclasses import dataclass, field
+
+SCHEDULES = ("constant", "step", "cosine")
 
 
 @dataclass(frozen=True)
@@ -14,8 +17,8 @@ class LRSchedule:
     min_lr: float = 0.0
 
     def __post_init__(self):
-        if self.schedule not in ("constant", "step", "cosine"):
-            raise ValueError(f"unknown lr schedule {self.schedule!r} (constant, step or cosine)")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown lr schedule {self.schedule!r} ({', '.join(SCHEDULES)})")
 
     def __call__(self, epoch: float) -> float:
         """Rate at `epoch` = epoch index + fraction of it done (called once per iteration)."""
@@ -25,9 +28,14 @@ class LRSchedule:
             return self.lr * self.gamma ** sum(epoch >= s for s in self.steps)
         if self.schedule == "cosine":
             span = max(self.epochs - self.warmup_epochs, 1e-12)
-            progress = min((epoch - self.warmup_epochs) / span, 1.0)
-            return self.min_lr + (self.lr - self.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+            return cosine_decay(self.lr, (epoch - self.warmup_epochs) / span, self.min_lr)
         return self.lr
+
+
+def cosine_decay(lr: float, progress: float, min_lr: float = 0.0) -> float:
+    """From `lr` at progress 0 down to `min_lr` at progress 1 along half a cosine; constant outside [0, 1]."""
+    progress = min(max(progress, 0.0), 1.0)
+    return min_lr + (lr - min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def set_lr(optimizer, lr: float):
