@@ -142,7 +142,7 @@ def test_weights_init_and_an_occupied_output_folder(config, one_epoch, tmp_path)
 
 
 def test_gradient_accumulation_equals_one_large_batch(config, tmp_path):
-    run = setup(replace(config, output_dir=str(tmp_path / "out"), grad_clip=0.0, ema=False))
+    run = setup(replace(config, output_dir=str(tmp_path / "out"), clip_grad=0.0, ema=False))
     run.model.eval()  # no random regularisers: both ways see the same inputs
     batch = batch_tokens(next(iter(run.loader)), run.model, run.device)
     start = {k: v.clone() for k, v in run.model.state_dict().items()}

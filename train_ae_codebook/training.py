@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from models.autoencoder import (LLAMAGEN_MODULES, AutoencoderConfig, VQModel, load_llamagen_weights,
                                 load_state_dict_strict)
+from common.distributed import resolve_device
 from models.checkpoint import load_checkpoint_file, read_config
 
 from .autoencoder_files import atomic_torch_save, write_autoencoder
@@ -74,7 +75,7 @@ class _Run:
     def __init__(self, config: AETrainConfig):
         config.validate()
         self.config = config
-        self.device = torch.device(config.device)
+        self.device = resolve_device(config.device)
         self.model_section, _ = read_config(config.config_path)
         self.ae_config = autoencoder_config(config)
         self.img_size = config.img_size or self.ae_config.resolution
