@@ -12,7 +12,7 @@ from main import get_args_parser, parse_config
 from train_support import REPO, digits_subset, tiny_config
 from training.lr_schedule import LRSchedule
 from training.config import TrainConfig
-from training.engine import param_groups
+from training.engine import build_optimizer, inline_reference, param_groups
 
 
 # Every argument of the published main.py's get_args_parser with its published default (facts of the
@@ -198,3 +198,18 @@ def test_cosine_schedule_ends_at_min_lr():
     values = [schedule(e / 10) for e in range(41)]
     assert values[0] == 2.0 and values[-1] == pytest.approx(0.0, abs=1e-12)
     assert all(a >= b for a, b in zip(values, values[1:])) and not any(math.isnan(v) for v in values)
+
+
+def test_optimizer_choice():
+    model = torch.nn.Linear(4, 4)
+    adam = build_optimizer(model, 1e-3, 0.02, (0.9, 0.95), "cpu", "adam")
+    assert type(adam) is torch.optim.Adam and adam.param_groups[0]["weight_decay"] == 0.02
+    assert type(build_optimizer(model, 1e-3, 0.02, (0.9, 0.95), "cpu")) is torch.optim.AdamW
+
+
+def test_inline_fid_reference_default_is_the_published_layout(tmp_path):
+    config = TrainConfig(data_path=str(tmp_path))
+    assert inline_reference(config, 256) is None  # no reference folder: no inline FID/IS
+    (tmp_path / "eval_reference" / "256").mkdir(parents=True)
+    assert inline_reference(config, 256) == str(tmp_path / "eval_reference" / "256")
+    assert inline_reference(TrainConfig(data_path=str(tmp_path), eval_reference_data_path="r.npz"), 256) == "r.npz"
