@@ -3,7 +3,7 @@
 A field is declared with `option(help, default, ...)`; its annotation is its type: bool, int, float, str,
 dict, `X | None`, `list[X]` or `X | list[X]`. From the dataclass come
 
-* `build(cls, *layers)`: the defaults, then each `Layer` (a YAML section, the command line, keyword
+* `make(cls, *layers)`: the defaults, then each `Layer` (a YAML section, the command line, keyword
   arguments) in order; keys are checked (unknown ones refused, aliases mapped to their field), values
   coerced to the field's type and checked against its choices and bounds. Every problem is one
   `ConfigError` line naming where the value came from (`config.yaml: args.lr`, `--lr`), the key and the
@@ -209,11 +209,11 @@ def check_value(value, f: dataclasses.Field, where: str):
 
 
 # ---- building ------------------------------------------------------------------------------------
-def build(cls, *layers: Layer, exclude=()):
-    """An instance of `cls` from its defaults and the layers (later ones win), checked. `exclude`:
+def build(cls, *layers: Layer, exclude=()) -> dict:
+    """The field values the layers give (later ones win), coerced and checked one by one. `exclude`:
     field names that no layer may set (e.g. a file-name field set by the caller)."""
     fields, kinds, aliases = fields_of(cls), kinds_of(cls), aliases_of(cls)
-    values, wheres = {}, {}
+    values = {}
     for layer in layers:
         seen = {}
         for key, value in (layer.values or {}).items():
@@ -228,18 +228,17 @@ def build(cls, *layers: Layer, exclude=()):
             where = layer.where(key)
             values[name] = coerce(value, kinds[name], where, layer.from_text)
             check_value(values[name], fields[name], where)
-            wheres[name] = where
     missing = [name for name, f in fields.items() if name not in values and default_of(f) is dataclasses.MISSING
                and name not in exclude]
     if missing:
         prefix = layers[-1].prefix if layers else ""
         raise ConfigError(f"{', '.join(prefix + m for m in missing)} must be given")
-    return values, wheres
+    return values
 
 
 def make(cls, *layers: Layer, **fixed):
     """`build`, then the instance with the `fixed` fields added, then its `validate()`."""
-    values, _ = build(cls, *layers, exclude=tuple(fixed))
+    values = build(cls, *layers, exclude=tuple(fixed))
     instance = cls(**values, **fixed)
     validate = getattr(instance, "validate", None)
     if validate is not None:

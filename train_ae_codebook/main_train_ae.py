@@ -12,7 +12,6 @@ Options left out take their value from the config's `args:` section, then from A
 Writes <output_dir>/autoencoder_config.yaml + checkpoint.pth; rerunning resumes from
 <output_dir>/checkpoint-last.pth.
 """
-import sys
 
 # Run as `python train_ae_codebook/main_train_ae.py`: the repository root holds `models`.
 
