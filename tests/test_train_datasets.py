@@ -1,6 +1,7 @@
 """Training data besides an ImageFolder: torchvision's CelebA and Food101 layouts (small fakes), and
 which one a data folder is."""
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -107,12 +108,18 @@ def _config(tmp_path, tiny_dir, data_path, **model):
                             **{**FAST_ARGS, "batch_size": 4})
 
 
-def test_unconditional_training_on_celeba(celeba, tiny_dir, tmp_path):
+@pytest.mark.parametrize("cached", [False, True])
+def test_unconditional_training_on_celeba(celeba, tiny_dir, tmp_path, cached):
     config = _config(tmp_path, tiny_dir, celeba, class_cond=False, num_classes=0)
     assert config.dataset is None  # the folder's name selects CelebA
+    if cached:  # the token cache of CelebA's images, made first, then trained from
+        config = replace(config, create_cache=True, cache_path=str(tmp_path / "cache"))
     out = train(config)
     steps = [m for m in read_metrics(out) if "iteration" in m]
     assert len(steps) == CELEBA_SPLITS.count(0) // 4 and all(np.isfinite(m["loss_total"]) for m in steps)
+    if cached:  # the training partition only, without classes
+        metadata = json.loads((tmp_path / "cache" / "metadata.json").read_text())
+        assert (metadata["num_images"], metadata["classes"]) == (CELEBA_SPLITS.count(0), None)
 
 
 def test_food101_batches_carry_its_labels(food101, tiny_dir, tmp_path):
