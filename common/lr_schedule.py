@@ -16,6 +16,12 @@ class LRSchedule:
     gamma: float = 0.1
     min_lr: float = 0.0
 
+    @classmethod
+    def of(cls, config) -> "LRSchedule":
+        """The schedule of a TrainConfig whose lr is resolved (see TrainConfig.resolved_lr)."""
+        return cls(config.lr, config.epochs, config.lr_schedule, config.warmup_epochs, tuple(config.lr_step_epochs),
+                   config.lr_step_factor, config.min_lr)
+
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown lr schedule {self.schedule!r} ({', '.join(SCHEDULES)})")

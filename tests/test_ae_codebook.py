@@ -75,7 +75,7 @@ def small_vq16(tmp_path_factory, published_keys_dir):
 
 def requant_config(small_vq16, data, output_dir, **changes) -> AETrainConfig:
     config, checkpoint = small_vq16
-    settings = dict(config_path=str(config), data_path=str(data), output_dir=str(output_dir),
+    settings = dict(config_path=str(config), data_path=str(data), output_dir=str(output_dir), device="cpu",
                     init_checkpoint=str(checkpoint), img_size=IMG_SIZE, batch_size=4, epochs=2,
                     init_steps=3, dead_code_interval=3, lr=1e-2, log_every=1, save_every=3,
                     num_workers=0, tensorboard=False)
@@ -276,9 +276,9 @@ def test_config_merging(tmp_path):
     config = make_config("c.yaml", {"lr": "1e-3", "batch_size": 8, "train_all": True},
                          {"data_path": "d", "output_dir": "o", "batch_size": 4})
     assert (config.lr, config.batch_size, config.train_all) == (1e-3, 4, True)
-    with pytest.raises(ValueError, match=r"c\.yaml: args: unknown key 'learning_rate'"):
+    with pytest.raises(ValueError, match=r"c\.yaml: unknown key 'args\.learning_rate'"):
         make_config("c.yaml", {"learning_rate": 1}, {"data_path": "d", "output_dir": "o"})
-    with pytest.raises(ValueError, match=r"'batch_size' expects int, got 2\.5"):
+    with pytest.raises(ValueError, match=r"^c\.yaml: args\.batch_size must be an integer, got 2\.5$"):
         make_config("c.yaml", {"batch_size": 2.5}, {"data_path": "d", "output_dir": "o"})
     with pytest.raises(ValueError, match="init_checkpoint is required"):
         make_config("c.yaml", {}, {"data_path": "d", "output_dir": "o"})

@@ -100,3 +100,27 @@ def test_npz_reference_reads_arr_0_lazily(tmp_path):
     np.savez(tmp_path / "other.npz", pictures=images)
     with pytest.raises(ValueError, match="other.npz: not an .npz with an arr_0 array"):
         InlineEvaluator(tmp_path, SampleSettings(), 4, 0, reference=tmp_path / "other.npz")
+
+
+def test_several_guidance_values_kept_samples_and_samples_only(tiny, tmp_path, monkeypatch):
+    weights = tmp_path / "inception.pth"
+    weights.write_bytes(b"local weights stand-in")
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    Image.new("RGB", (32, 32)).save(reference / "0.png")
+    results = iter([{"frechet_inception_distance": 10.0, "inception_score_mean": 2.0},
+                    {"frechet_inception_distance": 20.0, "inception_score_mean": 4.0}])
+    monkeypatch.setattr(torch_fidelity, "calculate_metrics", lambda **kwargs: next(results))
+    settings = SampleSettings(cfg=1.5, cfg_start_step=2, seed=1, batch_size=3)
+    kept = tmp_path / "kept"
+    evaluator = InlineEvaluator(tmp_path / "out", settings, num_samples=3, grid_samples=0, reference=reference,
+                                inception_weights=weights, guidance=(1.5, 0.0), samples_dir=kept, keep_samples=True)
+    metrics, _ = evaluator(tiny, epoch=7, device=torch.device("cpu"))
+    assert metrics == {"fid_cfg1.5": 10.0, "inception_score_cfg1.5": 2.0, "fid_cfg0": 20.0, "inception_score_cfg0": 4.0}
+    guided = np.load(kept / "samples_ep007_cfg1.50" / "rank0.npy")
+    plain = np.load(kept / "samples_ep007_cfg0.00" / "rank0.npy")
+    assert guided.shape == (3, 32, 32, 3) and not np.array_equal(guided, plain)
+    only = InlineEvaluator(tmp_path / "out", settings, num_samples=3, grid_samples=0, reference=reference,
+                           inception_weights=weights, samples_dir=tmp_path / "only", samples_only=True)
+    assert only(tiny, epoch=1, device=torch.device("cpu"))[0] == {}  # calculate_metrics is not called again
+    assert not list((tmp_path / "only").iterdir())  # drawn, then removed: keep_samples is 0

@@ -19,6 +19,7 @@ from common.files import atomic_torch_save
 from common.lr_schedule import cosine_decay, set_lr
 from models.autoencoder import (LLAMAGEN_MODULES, AutoencoderConfig, VQModel, load_llamagen_weights,
                                 load_state_dict_strict)
+from common.distributed import resolve_device
 from models.checkpoint import load_checkpoint_file, read_config
 
 from .autoencoder_files import write_autoencoder
@@ -75,7 +76,7 @@ class _Run:
     def __init__(self, config: AETrainConfig):
         config.validate()
         self.config = config
-        self.device = torch.device(config.device)
+        self.device = resolve_device(config.device)
         self.model_section, _ = read_config(config.config_path)
         self.ae_config = autoencoder_config(config)
         self.img_size = config.img_size or self.ae_config.resolution

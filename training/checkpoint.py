@@ -9,12 +9,17 @@ intact.
 import copy
 from pathlib import Path
 
+import torch
 import yaml
 
 from common.files import atomic_copy, atomic_torch_save, atomic_write_text
-from models.checkpoint import checkpoint_paths, load_checkpoint_file, resolve_path
+from models.autoencoder import load_state_dict_strict
+from models.checkpoint import build_generator, checkpoint_paths, load_checkpoint_file, read_config, resolve_path
 
 LAST = "checkpoint-last.pth"
+# The tables with one row per position id (all scales, smallest first, then any special ids): their
+# length depends on the model's scales, everything else does not.
+POSITION_TABLES = ("embed_positions.weight", "llama.rotary_emb.position_embeddings.parametrizations.weight.original")
 AUTOENC_CONFIG = Path("autoenc") / "autoencoder_config.yaml"
 
 
@@ -72,3 +77,55 @@ def write_run_config(output_dir, model_section: dict, recipe: dict, all_args: di
     atomic_write_text(output_dir / "config.yaml", yaml.safe_dump({"model": model_section, "args": recipe},
                                                                  sort_keys=False))
     atomic_write_text(output_dir / "args.yaml", yaml.safe_dump(all_args, sort_keys=False))
+
+
+def checkpoint_scale_sizes(checkpoint_path) -> list[int]:
+    """The scales of the model a checkpoint was trained with, from the config.yaml beside it."""
+    _, config_path = checkpoint_paths(checkpoint_path)
+    model_section, _ = read_config(config_path)
+    with torch.device("meta"):
+        model = build_generator(model_section, config_path.parent, load_autoencoder_weights=False,
+                                source=str(config_path))
+    return list(model.scale_sizes)
+
+
+def _scale_offsets(scales) -> dict:
+    """scale size -> its first position id (ids run over the scales, smallest first)."""
+    scales = list(scales)
+    return {s: sum(t * t for t in scales[:i]) for i, s in enumerate(scales)}
+
+
+def remap_positions(source: torch.Tensor, source_scales, target: torch.Tensor, target_scales) -> torch.Tensor:
+    """`target` (a position table of a model with `target_scales`) with the rows of every scale both models
+    have, and the special rows after the scales, taken from `source`; rows of other scales are kept."""
+    extra = source.shape[0] - sum(s * s for s in source_scales)
+    if extra != target.shape[0] - sum(s * s for s in target_scales) or extra < 0:
+        raise ValueError(f"position table of {source.shape[0]} rows does not fit scales {list(source_scales)}")
+    src_at, dst_at = _scale_offsets(source_scales), _scale_offsets(target_scales)
+    out = target.clone()
+    for s in set(source_scales) & set(target_scales):
+        out[dst_at[s]:dst_at[s] + s * s] = source[src_at[s]:src_at[s] + s * s]
+    if extra:
+        out[-extra:] = source[-extra:]
+    return out
+
+
+def init_weights_from(model, state: dict, checkpoint_path) -> list[str]:
+    """Load a checkpoint's model weights to start a new run. A model with other scales (e.g. L-4x from
+    L-2x) differs only in its position tables: those get the rows of the scales both models have and keep
+    their initialisation elsewhere. Returns the names of the tables copied that way."""
+    own = model.state_dict()
+    different = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if not different:
+        load_state_dict_strict(model, state, str(checkpoint_path))
+        return []
+    others = [k for k in different if k not in POSITION_TABLES]
+    if others:
+        raise ValueError(f"{checkpoint_path}: weights_init needs the same architecture; {others[0]} has shape "
+                         f"{list(state[others[0]].shape)} there but {list(own[others[0]].shape)} here")
+    source_scales = checkpoint_scale_sizes(checkpoint_path)
+    merged = dict(state)
+    for key in different:
+        merged[key] = remap_positions(state[key], source_scales, own[key], list(model.scale_sizes))
+    load_state_dict_strict(model, merged, str(checkpoint_path))
+    return different

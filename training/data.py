@@ -4,6 +4,7 @@ Items are addressed by (image index, crop index) pairs that `CropSampler` draws 
 run's seed, so the data order and the crops are reproducible and a resumed run sees exactly what an
 uninterrupted one would. Images that common/images.py cannot read are skipped and reported, never fatal.
 """
+import json
 import math
 import os
 from pathlib import Path
@@ -18,6 +19,9 @@ from common.images import IMAGE_EXTENSIONS, ImageError, list_images, load_rgb
 
 CROP_MARGIN = 1.1  # the centre crop keeps 1.1 x the training size so the ten crops differ
 NUM_CROPS = 10
+DATASETS = ("imagefolder", "celeba", "food101")
+NO_LABEL = -1  # the label of every image of a dataset without classes (CelebA)
+CELEBA_TRAIN = "0"  # list_eval_partition.txt: 0 train, 1 valid, 2 test
 
 
 def center_crop_arr(pil_image: Image.Image, image_size: int) -> Image.Image:
@@ -83,14 +87,90 @@ def image_folder_samples(root, num_classes: int | None = None) -> tuple[list, li
     return classes, samples
 
 
-class TenCropImageFolder(Dataset):
-    """ImageFolder whose item (index, crop) is crop `crop` of image `index`; item `index` alone is
-    all ten crops (10, 3, H, W) with the label and index (for the token cache)."""
+def dataset_for_path(data_path) -> str:
+    """The published rule: a data folder named `celeba` holds torchvision's CelebA, one named `food101`
+    torchvision's Food101; anything else is an ImageFolder root with a train/ split."""
+    name = Path(os.path.abspath(data_path)).name
+    return name if name in ("celeba", "food101") else "imagefolder"
 
-    def __init__(self, root, image_size: int, num_classes: int | None = None):
+
+def image_root(data_path, dataset: str) -> Path:
+    """The folder a dataset's images are listed from: <data_path>/train for an ImageFolder, else data_path
+    (CelebA: the folder holding img_align_celeba/; Food101: the folder holding food-101/)."""
+    return Path(data_path) / "train" if dataset == "imagefolder" else Path(data_path)
+
+
+def celeba_samples(root, num_classes: int | None = None) -> tuple[None, list]:
+    """(None, [(path, NO_LABEL)]) of the training split of torchvision's CelebA layout:
+    <root>/list_eval_partition.txt and <root>/img_align_celeba/<image>. CelebA has no classes."""
+    root = Path(root)
+    if num_classes is not None:
+        raise ValueError(f"{root}: CelebA has no class labels, but the config's model.class_cond is true "
+                         f"(set class_cond: false and num_classes: 0 for an unconditional model)")
+    partition = root / "list_eval_partition.txt"
+    if not partition.is_file():
+        raise FileNotFoundError(f"CelebA partition file not found: {partition} (expected torchvision's layout: "
+                                f"<data_path>/list_eval_partition.txt and <data_path>/img_align_celeba/)")
+    samples = []
+    for number, line in enumerate(partition.read_text().splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2:
+            raise ValueError(f"{partition}, line {number}: expected '<image> <partition>', got {line!r}")
+        if fields[1] == CELEBA_TRAIN:
+            samples.append((str(root / "img_align_celeba" / fields[0]), NO_LABEL))
+    if not samples:
+        raise FileNotFoundError(f"{partition}: no training images (partition 0)")
+    return None, samples
+
+
+def food101_samples(root, num_classes: int | None = None) -> tuple[list, list]:
+    """(class names, [(path, label)]) of the training split of torchvision's Food101 layout:
+    <root>/food-101/meta/train.json ({class: ["class/image", ...]}) and <root>/food-101/images/."""
+    base = Path(root) / "food-101"
+    meta = base / "meta" / "train.json"
+    if not meta.is_file():
+        raise FileNotFoundError(f"Food101 split file not found: {meta} (expected torchvision's layout: "
+                                f"<data_path>/food-101/meta/train.json and <data_path>/food-101/images/)")
+    try:
+        listing = json.loads(meta.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{meta}: not valid JSON ({e})") from None
+    if not isinstance(listing, dict) or not all(isinstance(v, list) for v in listing.values()):
+        raise ValueError(f"{meta}: expected a mapping of class names to lists of images")
+    classes = sorted(listing)
+    if num_classes is not None and len(classes) != num_classes:
+        raise ValueError(f"{meta} has {len(classes)} classes but the config's model.num_classes is {num_classes}")
+    label_of = {name: label for label, name in enumerate(classes)}
+    # torchvision's order: the file's classes in the file's order, each class's images as listed
+    samples = [(str(base / "images" / f"{image}.jpg"), label_of[name])
+               for name, images in listing.items() for image in images]
+    if not samples:
+        raise FileNotFoundError(f"{meta}: no training images")
+    return classes, samples
+
+
+def dataset_samples(root, dataset: str = "imagefolder", num_classes: int | None = None) -> tuple[list | None, list]:
+    """(class names or None, [(path, label)]) of a dataset's training images."""
+    if dataset == "celeba":
+        return celeba_samples(root, num_classes)
+    if dataset == "food101":
+        return food101_samples(root, num_classes)
+    if dataset != "imagefolder":
+        raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
+    return image_folder_samples(root, num_classes)
+
+
+class TenCropImageFolder(Dataset):
+    """Training images (an ImageFolder, or CelebA / Food101 laid out as torchvision expects: see
+    `dataset_samples`) whose item (index, crop) is crop `crop` of image `index`; item `index` alone is all
+    ten crops (10, 3, H, W) with the label and index (for the token cache)."""
+
+    def __init__(self, root, image_size: int, num_classes: int | None = None, dataset: str = "imagefolder"):
         self.root = Path(root)
         self.image_size = image_size
-        self.classes, self.samples = image_folder_samples(root, num_classes)
+        self.classes, self.samples = dataset_samples(root, dataset, num_classes)
 
     def __len__(self):
         return len(self.samples)

@@ -7,7 +7,7 @@ for tracking progress; the reported ADM metrics come from evaluator.py.
 import hashlib
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -117,10 +117,20 @@ def reference_input(path: Path) -> Dataset:
 
 
 class InlineEvaluator:
+    """The sample grid (guidance `guidance[0]`) and, for each guidance value, FID/IS of `num_samples`
+    samples (metrics `fid`, `inception_score`; with several values, suffixed `_cfg<value>`). The samples
+    are written per process to <samples_dir>/samples_ep<epoch>_cfg<value>/rank<r>.npy and removed after
+    unless `keep_samples`; `samples_only` draws them and computes nothing."""
+
     def __init__(self, output_dir, settings: SampleSettings, num_samples: int, grid_samples: int,
-                 reference=None, inception_weights=None, rank: int = 0, world_size: int = 1):
+                 reference=None, inception_weights=None, rank: int = 0, world_size: int = 1,
+                 guidance: tuple | None = None, samples_dir=None, keep_samples: bool = False,
+                 samples_only: bool = False):
         self.output_dir = Path(output_dir)
         self.settings, self.num_samples, self.grid_samples = settings, num_samples, grid_samples
+        self.guidance = tuple(guidance) if guidance else (settings.cfg,)
+        self.samples_dir = Path(samples_dir) if samples_dir else self.output_dir
+        self.keep_samples, self.samples_only = keep_samples, samples_only
         self.rank, self.world_size = rank, world_size
         self.reference = Path(reference) if reference else None
         if self.reference is not None and not self.reference.exists():
@@ -134,7 +144,7 @@ class InlineEvaluator:
 
     @property
     def fid_wanted(self) -> bool:
-        return self.reference is not None and self.num_samples > 0
+        return self.reference is not None and self.num_samples > 0 and not self.samples_only
 
     def fid_ready(self) -> bool:
         """True when FID/IS can run; warns once (process 0) when the weights are missing."""
@@ -159,29 +169,42 @@ class InlineEvaluator:
             folder.mkdir(exist_ok=True)
             save_png(tiles, folder / f"epoch-{epoch}.png")
             grid = torch.from_numpy(tiles).permute(2, 0, 1).float() / 255  # (3, H, W)
-        metrics = self._fidelity(generator, epoch, device) if self.fid_ready() else {}
+        metrics = {}
+        compute = self.fid_ready()
+        if compute or (self.samples_only and self.num_samples > 0):
+            for cfg in self.guidance:
+                values = self._samples_and_metrics(generator, epoch, cfg, device, compute)
+                suffix = "" if len(self.guidance) == 1 else f"_cfg{cfg:g}"
+                metrics.update({f"{name}{suffix}": value for name, value in values.items()})
         return metrics, grid
 
-    def _fidelity(self, generator, epoch, device) -> dict:
-        import torch_fidelity
-
-        folder = self.output_dir / f".eval-samples-{epoch}"
-        folder.mkdir(exist_ok=True)
+    def _samples_and_metrics(self, generator, epoch, cfg, device, compute: bool) -> dict:
+        folder = self.samples_dir / f"samples_ep{epoch:03d}_cfg{cfg:.2f}"
+        if self.rank == 0:
+            folder.mkdir(parents=True, exist_ok=True)
+        barrier()
         mine = list(range(self.rank, self.num_samples, self.world_size))
-        images = sample_images(generator, mine, self.settings, device)
+        images = sample_images(generator, mine, replace(self.settings, cfg=cfg), device)
         np.save(folder / f"rank{self.rank}.npy", images)
         barrier()
         metrics = {}
         if self.rank == 0:
-            arrays = [np.load(folder / f"rank{r}.npy", mmap_mode="r") for r in range(self.world_size)]
-            key = f"{self.reference.resolve()}:{self.reference.stat().st_mtime_ns}"
-            result = torch_fidelity.calculate_metrics(
-                input1=UInt8Images(arrays), input2=reference_input(self.reference), cuda=device.type == "cuda",
-                fid=True, isc=True, verbose=False,
-                feature_extractor_weights_path=str(self.inception_weights),
-                input2_cache_name=f"checkerboard-ref-{hashlib.sha1(key.encode()).hexdigest()[:16]}")
-            metrics = {"fid": float(result["frechet_inception_distance"]),
-                       "inception_score": float(result["inception_score_mean"])}
-            shutil.rmtree(folder)
+            if compute:
+                metrics = self._fidelity(folder, device)
+            if not self.keep_samples:
+                shutil.rmtree(folder)
         barrier()
         return metrics
+
+    def _fidelity(self, folder: Path, device) -> dict:
+        import torch_fidelity
+
+        arrays = [np.load(folder / f"rank{r}.npy", mmap_mode="r") for r in range(self.world_size)]
+        key = f"{self.reference.resolve()}:{self.reference.stat().st_mtime_ns}"
+        result = torch_fidelity.calculate_metrics(
+            input1=UInt8Images(arrays), input2=reference_input(self.reference), cuda=device.type == "cuda",
+            fid=True, isc=True, verbose=False,
+            feature_extractor_weights_path=str(self.inception_weights),
+            input2_cache_name=f"checkerboard-ref-{hashlib.sha1(key.encode()).hexdigest()[:16]}")
+        return {"fid": float(result["frechet_inception_distance"]),
+                "inception_score": float(result["inception_score_mean"])}
