@@ -12,7 +12,8 @@ with their defaults) and the command line wins; an unknown key is an error. Othe
 """
 import logging
 
-from common.config import ArgumentParser, fail, given_options
+from common.cli import EXIT_BAD_INPUT, EXIT_FAILED, fail
+from common.config import ArgumentParser, given_options
 from common.distributed import cleanup, get_rank
 from training.config import TrainConfig, add_config_arguments
 from training.engine import NonFiniteLossError, create_cache, fit, setup, start_processes, train
@@ -22,8 +23,6 @@ log = logging.getLogger("main")
 __all__ = ["get_args_parser", "parse_config", "TrainConfig", "train", "main"]
 
 PROG = "main.py"
-EXIT_BAD_INPUT = 2
-EXIT_FAILED = 1
 
 
 def get_args_parser() -> ArgumentParser:

@@ -17,11 +17,12 @@ import argparse
 import copy
 import dataclasses
 import math
-import sys
 import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
+
+from common.cli import fail
 
 NONE_WORDS = ("none", "null")  # on the command line, unset an optional value
 
@@ -258,12 +259,6 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message):
         fail(self.prog, f"{message} (see --help)")
-
-
-def fail(prog: str, message: str, code: int = 2):
-    """The one-line error of a script, and its exit."""
-    print(f"{prog}: error: {' '.join(str(message).split())}", file=sys.stderr)
-    sys.exit(code)
 
 
 def format_default(value) -> str:

@@ -7,7 +7,8 @@ codebook usage / perplexity.
 import json
 import sys
 
-from common.config import ArgumentParser, add_arguments, command_line, fail, given_options, make
+from common.cli import fail
+from common.config import ArgumentParser, add_arguments, command_line, given_options, make
 from common.files import atomic_write_text
 from train_ae_codebook.evaluation import AEEvalConfig, evaluate_files
 

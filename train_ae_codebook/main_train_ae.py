@@ -17,7 +17,8 @@ Writes <output_dir>/autoencoder_config.yaml + checkpoint.pth; rerunning resumes 
 
 import yaml
 
-from common.config import ArgumentParser, add_arguments, fail, given_options
+from common.cli import fail
+from common.config import ArgumentParser, add_arguments, given_options
 from models.checkpoint import read_config
 from train_ae_codebook.train_config import AETrainConfig, make_config
 from train_ae_codebook.training import train_autoencoder
