@@ -21,26 +21,29 @@ import os
 # two cores (measured: 1.1 s instead of 0.27 s per training step); set before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
+from common.config import (ArgumentParser, add_arguments, command_line, given_options, make,  # noqa: E402
+                           option, recheck)
 from main_sample import SampleConfig, sample  # noqa: E402
 from models.checkpoint import load_checkpoint_file, load_model, read_config  # noqa: E402
 from train_ae_codebook.autoencoder_files import CHECKPOINT_NAME, CONFIG_NAME  # noqa: E402
 from train_ae_codebook.train_config import make_config as make_ae_config  # noqa: E402
 from train_ae_codebook.training import train_autoencoder  # noqa: E402
 from training.checkpoint import LAST  # noqa: E402
-from training.data import image_folder_samples, load_rgb, to_model_range  # noqa: E402
+from training.data import image_folder_samples, to_model_range  # noqa: E402
+from common.files import atomic_copy, atomic_write_text  # noqa: E402
+from common.images import load_rgb  # noqa: E402
 from common.digits import digits_arrays, write_digits_imagefolder  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.engine import train  # noqa: E402
@@ -56,29 +59,45 @@ GRID_COLUMNS = 10  # samples per class shown in grid.png
 FILL_ROWS = 5  # samples (classes 0..4) shown in checkerboard_steps.png
 STAGES_FILE = "stages.json"
 AUTOENC_PATHS = ("checkpoint_path", "config_path")
+PROG = "demo.py"
 
 
 @dataclass
 class DemoConfig:
-    output_dir: str = "outputs/demo"
-    force: bool = False
-    seed: int = 0
-    threads: int = 2
-    img_size: int = 32
-    val_fraction: float = 0.2
-    autoencoder_config: str = str(REPO / "train_ae_codebook" / "autoencoder_config_digits.yaml")
-    generator_config: str = str(REPO / "configs" / "config_digits.yaml")
-    # Overrides of the two configs' `args:` sections (the tests' tiny settings); empty: the configs' own.
-    autoencoder_args: dict = field(default_factory=dict)
-    generator_args: dict = field(default_factory=dict)
-    samples_per_class: int = 30
-    cfg: float = 2.5
-    cfg_start_step: int = 1
-    temperature: float = 0.7
-    steps_per_scale: int = 4
-    sample_batch_size: int = 50
-    eval_batch_size: int = 100
-    progress: bool = True
+    output_dir: str = option("output folder", "outputs/demo")
+    force: bool = option("redo every stage instead of reusing finished ones", False)
+    seed: int = option("seeds the data split, both trainings and the samples", 0)
+    threads: int = option("torch CPU threads", 2, ge=1)
+    img_size: int = option("digit size in pixels (a multiple of 8)", 32, ge=DIGIT_SIZE)
+    val_fraction: float = option("held-out share of the digits", 0.2, gt=0, lt=1)
+    autoencoder_config: str = option("autoencoder config (its args: section is the autoencoder recipe)",
+                                     str(REPO / "train_ae_codebook" / "autoencoder_config_digits.yaml"),
+                                     default_text="train_ae_codebook/autoencoder_config_digits.yaml")
+    generator_config: str = option("generator config (autoencoder paths relative to the output folder)",
+                                   str(REPO / "configs" / "config_digits.yaml"),
+                                   default_text="configs/config_digits.yaml")
+    samples_per_class: int = option("generated digits per class", 30, ge=1)
+    cfg: float = option("classifier-free guidance weight", 2.5, ge=0)
+    cfg_start_step: int = option("first guided step", 1, ge=0)
+    temperature: float = option("sampling temperature", 0.7, ge=0)
+    steps_per_scale: int = option("sampling steps per scale", 4, ge=1)
+    sample_batch_size: int = option("samples per generation batch", 50, ge=1)
+    eval_batch_size: int = option("images per batch of the held-out NLL", 100, ge=1)
+    progress: bool = option("show progress bars", True, negative_aliases=("no_progress",))
+    # Shortened runs for the tests: hidden, the configs' settings are the demo.
+    ae_epochs: float | None = option("autoencoder epochs", None, gt=0, hidden=True)
+    ae_init_steps: int | None = option("autoencoder codebook initialisation steps", None, ge=1, hidden=True)
+    epochs: int | None = option("generator epochs", None, ge=1, hidden=True)
+
+    @property
+    def autoencoder_args(self) -> dict:
+        """Overrides of the autoencoder config's `args:` section (empty: the config's own)."""
+        return {k: v for k, v in (("epochs", self.ae_epochs), ("init_steps", self.ae_init_steps)) if v is not None}
+
+    @property
+    def generator_args(self) -> dict:
+        """Overrides of the generator config's `args:` section (empty: the config's own)."""
+        return {"epochs": self.epochs} if self.epochs is not None else {}
 
     def sampling_settings(self) -> dict:
         """What the sampling stage depends on: a change re-runs it, and the report shows it."""
@@ -86,18 +105,10 @@ class DemoConfig:
                                               "steps_per_scale", "seed")}
 
     def validate(self):
-        for name in ("threads", "img_size", "samples_per_class", "steps_per_scale", "sample_batch_size",
-                     "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        recheck(self)
         if self.img_size % DIGIT_SIZE:
             raise ValueError(f"img_size must be a multiple of {DIGIT_SIZE} (generated digits are shrunk back to "
                              f"{DIGIT_SIZE}x{DIGIT_SIZE} for the classifier), got {self.img_size}")
-        if not 0 < self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
-        for name in ("cfg", "temperature"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for path in (self.autoencoder_config, self.generator_config):
             if not Path(path).is_file():
                 raise FileNotFoundError(f"config not found: {path}")
@@ -138,7 +149,7 @@ class Stages:
         return result
 
     def _save(self):
-        self.path.write_text(json.dumps(self.records, indent=1))
+        atomic_write_text(self.path, json.dumps(self.records, indent=1))
 
 
 def log(message: str):
@@ -163,7 +174,7 @@ def write_generator_config(config: DemoConfig, out_dir: Path) -> Path:
     for key in AUTOENC_PATHS:
         autoenc[key] = str((out_dir / autoenc[key]).resolve())
     path = out_dir / "generator_config.yaml"
-    path.write_text(yaml.safe_dump({"model": model_section, "args": args_section}, sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump({"model": model_section, "args": args_section}, sort_keys=False))
     return path
 
 
@@ -288,7 +299,7 @@ def run_demo(config: DemoConfig) -> dict:
     nll = heldout_nll(run_dir, data_dir / "val", config.eval_batch_size)
     recognition = classify(samples_dir / "samples.npz", config)
     save_png(class_rows_grid(samples_dir / "samples.npz"), out / "grid.png")
-    shutil.copyfile(samples_dir / "checkerboard_fill.png", out / "checkerboard_steps.png")
+    atomic_copy(samples_dir / "checkerboard_fill.png", out / "checkerboard_steps.png")
     stages.seconds["report"] = time.perf_counter() - eval_start
 
     epoch = int(load_checkpoint_file(run_dir / LAST)["epoch"])
@@ -304,7 +315,7 @@ def run_demo(config: DemoConfig) -> dict:
                   "samples": str(samples_dir / "samples.npz"), "generator": str(run_dir),
                   "autoencoder": str(ae_dir)},
     }
-    (out / "report.json").write_text(json.dumps(report, indent=1))
+    atomic_write_text(out / "report.json", json.dumps(report, indent=1))
     return report
 
 
@@ -322,44 +333,22 @@ def summary(report: dict) -> str:
     return "\n".join(lines)
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    defaults = DemoConfig()
-    p = argparse.ArgumentParser("demo.py", description="The whole pipeline on scikit-learn's digits, on a CPU.")
-    p.add_argument("--output_dir", default=defaults.output_dir, help=f"default {defaults.output_dir}")
-    p.add_argument("--force", action="store_true", help="redo every stage instead of reusing finished ones")
-    p.add_argument("--seed", type=int, default=defaults.seed)
-    p.add_argument("--threads", type=int, default=defaults.threads, help="torch CPU threads")
-    p.add_argument("--samples_per_class", type=int, default=defaults.samples_per_class)
-    p.add_argument("--cfg", type=float, default=defaults.cfg, help="classifier-free guidance weight")
-    p.add_argument("--temperature", type=float, default=defaults.temperature)
-    p.add_argument("--generator_config", default=defaults.generator_config,
-                   help="generator config (autoencoder paths relative to the output folder)")
-    p.add_argument("--autoencoder_config", default=defaults.autoencoder_config)
-    # Shortened runs for the tests: hidden, the configs' settings are the demo.
-    p.add_argument("--ae_epochs", type=float, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--ae_init_steps", type=int, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--epochs", type=int, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--no_progress", action="store_true", help=argparse.SUPPRESS)
-    return p
-
-
-def config_from_args(args: argparse.Namespace) -> DemoConfig:
-    ae_args = {k: v for k, v in (("epochs", args.ae_epochs), ("init_steps", args.ae_init_steps)) if v is not None}
-    generator_args = {"epochs": args.epochs} if args.epochs is not None else {}
-    return DemoConfig(output_dir=args.output_dir, force=args.force, seed=args.seed, threads=args.threads,
-                      samples_per_class=args.samples_per_class, cfg=args.cfg, temperature=args.temperature,
-                      generator_config=args.generator_config, autoencoder_config=args.autoencoder_config,
-                      autoencoder_args=ae_args, generator_args=generator_args, progress=not args.no_progress)
+def get_args_parser() -> ArgumentParser:
+    p = ArgumentParser(PROG, description="The whole pipeline on scikit-learn's digits, on a CPU.")
+    return add_arguments(p, DemoConfig)
 
 
 def main(argv=None) -> int:
-    parser = get_args_parser()
-    config = config_from_args(parser.parse_args(argv))
+    try:
+        config = make(DemoConfig, command_line(given_options(get_args_parser(), argv)))
+    except (ValueError, FileNotFoundError) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
         report = run_demo(config)
     except (ValueError, FileNotFoundError, yaml.YAMLError) as e:
-        print(f"{parser.prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
+        print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     print(summary(report), flush=True)
     return 0

@@ -22,6 +22,10 @@ import numpy as np
 from scipy import linalg
 from tqdm.auto import tqdm
 
+from common import npz
+from common.files import atomic_write, atomic_write_text
+from common.images import IMAGE_EXTENSIONS, ImageError, list_images, load_rgb_array
+
 GRAPH_NAME = "classify_image_graph_def.pb"
 GRAPH_URL = f"https://openaipublic.blob.core.windows.net/diffusion/jul-2021/ref_batches/{GRAPH_NAME}"
 INPUT, POOL, SPATIAL, LOGITS = "ExpandDims:0", "pool_3:0", "mixed_6/conv:0", "softmax/logits/MatMul"
@@ -119,63 +123,41 @@ def _check_images(shape, dtype, what):
         raise EvalError(f"{what} must be uint8 images of shape (N, H, W, 3), got {np.dtype(dtype)} {tuple(shape)}")
 
 
-def _npy_header(f):
-    version = np.lib.format.read_magic(f)
-    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    return read(f)  # shape, fortran_order, dtype
-
-
 def _open_npz(path):
     try:
-        with np.load(path) as npz:
-            saved = {k: npz[k] for k in (*STAT_KEYS, "pool") if k in npz.files}
-            has_images = "arr_0" in npz.files
+        with np.load(path) as data:
+            saved = {k: data[k] for k in (*STAT_KEYS, "pool") if k in data.files}
+            has_images = "arr_0" in data.files
+        header = npz.array_header(path, "arr_0") if has_images else None
     except (OSError, ValueError, zipfile.BadZipFile) as e:
         raise EvalError(f"cannot read {path}: {e}") from None
     stats = {k: saved[k] for k in STAT_KEYS} if all(k in saved for k in STAT_KEYS) else None
-    if not has_images:
+    if header is None:
         if stats is None or "pool" not in saved:
             raise EvalError(f"{path} has no arr_0 (nor mu, sigma, mu_s, sigma_s, pool from --save_stats)")
         return Batch(len(saved["pool"]), pool=saved["pool"], stats=stats)
-    with zipfile.ZipFile(path) as zf, zf.open("arr_0.npy") as f:
-        shape, fortran_order, dtype = _npy_header(f)
-    _check_images(shape, dtype, f"{path} arr_0")
-
-    def read(batch_size):
-        if fortran_order:  # rare; cannot be streamed row by row
-            images = np.load(path)["arr_0"]
-            yield from (images[i : i + batch_size] for i in range(0, len(images), batch_size))
-            return
-        # stream from the zip member rather than holding 50k images in memory
-        image_bytes = math.prod(shape[1:])
-        with zipfile.ZipFile(path) as zf, zf.open("arr_0.npy") as f:
-            _npy_header(f)
-            for i in range(0, shape[0], batch_size):
-                n = min(batch_size, shape[0] - i)
-                yield np.frombuffer(f.read(n * image_bytes), np.uint8).reshape(n, *shape[1:])
-
-    return Batch(shape[0], read, stats=stats)
+    _check_images(header.shape, header.dtype, f"{path} arr_0")
+    # streamed from the zip member rather than holding 50k images in memory
+    return Batch(header.shape[0], lambda batch_size: npz.iter_rows(path, "arr_0", batch_size), stats=stats)
 
 
 def _load_image(path):
     if path.suffix.lower() == ".npy":
         image = np.load(path)
     else:
-        from PIL import Image
-
-        with Image.open(path) as im:
-            if im.mode != "RGB":
-                raise EvalError(f"{path} must be an 8-bit RGB image, got mode {im.mode}")
-            image = np.asarray(im)
+        try:
+            image = load_rgb_array(path)
+        except ImageError as e:
+            raise EvalError(str(e)) from None
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
         raise EvalError(f"{path} must be a uint8 image of shape (H, W, 3), got {image.dtype} {image.shape}")
     return image
 
 
 def _open_folder(path):
-    files = sorted(p for p in Path(path).iterdir() if p.suffix.lower() in (".png", ".npy"))
+    files = list_images(path, IMAGE_EXTENSIONS + (".npy",))
     if not files:
-        raise EvalError(f"{path} holds no .png or .npy images")
+        raise EvalError(f"{path} holds no images ({', '.join(IMAGE_EXTENSIONS)}) or .npy arrays")
     first = _load_image(files[0])
 
     def read(batch_size):
@@ -232,21 +214,21 @@ def read_graph_def(path):
 
 def _download_graph(dest):
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f"{dest.name}.{os.getpid()}.part")
-    try:
-        with urllib.request.urlopen(GRAPH_URL, timeout=60) as r, open(tmp, "wb") as f:
+
+    def download(f):
+        with urllib.request.urlopen(GRAPH_URL, timeout=60) as r:
             size = int(r.headers.get("Content-Length") or 0)
             with tqdm(total=size or None, unit="B", unit_scale=True, desc=f"downloading {GRAPH_NAME}") as bar:
                 while chunk := r.read(1 << 20):
                     bar.update(f.write(chunk))
-        if size and tmp.stat().st_size != size:
-            raise EvalError(f"download of {GRAPH_URL} stopped at {tmp.stat().st_size} of {size} bytes")
+        f.flush()
+        if size and f.tell() != size:
+            raise EvalError(f"download of {GRAPH_URL} stopped at {f.tell()} of {size} bytes")
         # We know no published SHA-256 of this file, so rather than trust an unsourced hash we
         # check that it parses as a GraphDef holding the tensors we read.
-        read_graph_def(tmp)
-        os.replace(tmp, dest)  # atomic: a cached graph is always complete
-    finally:
-        tmp.unlink(missing_ok=True)
+        read_graph_def(f.name)
+
+    atomic_write(dest, download)  # a cached graph is always complete
 
 
 def find_inception_graph(path=None):
@@ -315,7 +297,7 @@ def evaluate(ref_path, sample_path, inception_graph=None, batch_size=64, save_st
     ref_pool, ref_stats = batch_features(net, ref, batch_size, "reference")
     sample_pool, sample_stats = batch_features(net, sample, batch_size, "sample")
     if save_stats:
-        np.savez(save_stats, pool=ref_pool, **ref_stats)
+        atomic_write(save_stats, lambda f: np.savez(f, pool=ref_pool, **ref_stats))
     precision, recall = precision_recall(ref_pool, sample_pool)
     s, r = sample_stats, ref_stats
     return {
@@ -347,7 +329,7 @@ def main(argv=None):
     print(text, end="")
     if args.output_file:
         Path(args.output_file).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output_file).write_text(text)
+        atomic_write_text(args.output_file, text)
 
 
 if __name__ == "__main__":

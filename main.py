@@ -6,13 +6,14 @@
     python main.py --config ... --data_path ... --use_cache --output_dir ...
     python main.py --resume runs/S --epochs 120                          # continue a run
 
-Every key of the config's `args:` section is an option here and the command line wins; an unknown
-key is an error. Other scripts call `TrainConfig.load(...)` and `train(config)` directly.
+Every key of the config's `args:` section is an option here (the published names; `--help` lists them
+with their defaults) and the command line wins; an unknown key is an error. Other scripts call
+`TrainConfig.load(...)` and `train(config)` directly.
 """
-import argparse
 import logging
-import sys
 
+from common.cli import EXIT_BAD_INPUT, EXIT_FAILED, fail
+from common.config import ArgumentParser, given_options
 from common.distributed import cleanup, get_rank
 from training.config import TrainConfig, add_config_arguments
 from training.engine import NonFiniteLossError, create_cache, fit, setup, start_processes, train
@@ -21,32 +22,18 @@ log = logging.getLogger("main")
 
 __all__ = ["get_args_parser", "parse_config", "TrainConfig", "train", "main"]
 
-EXIT_BAD_INPUT = 2
-EXIT_FAILED = 1
+PROG = "main.py"
 
 
-class OneLineErrorParser(argparse.ArgumentParser):
-    """Errors as one line (argparse would print the whole usage before it)."""
-
-    def error(self, message):
-        _fail(f"{message} (see --help)", EXIT_BAD_INPUT)
-
-
-def get_args_parser() -> argparse.ArgumentParser:
-    parser = OneLineErrorParser("main.py", description="Train a progressive checkerboard generator.")
+def get_args_parser() -> ArgumentParser:
+    parser = ArgumentParser(PROG, description="Train a progressive checkerboard generator.")
     return add_config_arguments(parser)
 
 
 def parse_config(argv=None, parser=None) -> TrainConfig:
     """TrainConfig from the config file's `args:` and the options given in `argv`."""
-    parser = parser or get_args_parser()
-    overrides = vars(parser.parse_args(argv))
-    return TrainConfig.load(overrides.pop("config", None), **overrides)
-
-
-def _fail(message: str, code: int):
-    print(f"main.py: error: {message}", file=sys.stderr)
-    sys.exit(code)
+    overrides = given_options(parser or get_args_parser(), argv)
+    return TrainConfig.load(overrides.pop("config", None), command_line=True, **overrides)
 
 
 def main(argv=None):
@@ -54,7 +41,7 @@ def main(argv=None):
     try:
         config = parse_config(argv, parser)
     except (ValueError, FileNotFoundError) as e:
-        _fail(str(e), EXIT_BAD_INPUT)
+        fail(PROG, e, EXIT_BAD_INPUT)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     owns_processes, run = False, None
     try:
@@ -68,11 +55,11 @@ def main(argv=None):
                     return
             run = setup(config)
         except (ValueError, FileNotFoundError) as e:
-            _fail(str(e), EXIT_BAD_INPUT)
+            fail(PROG, e, EXIT_BAD_INPUT)
         try:
             fit(run)
         except NonFiniteLossError as e:
-            _fail(str(e), EXIT_FAILED)
+            fail(PROG, e, EXIT_FAILED)
     finally:
         if run is not None:
             run.close()

@@ -17,7 +17,6 @@ skips the finished shards, so an interrupted run resumes without duplicates or g
 0 then packs the shards in index order, checks the count (and, with --fid, the class balance)
 and removes the shards.
 """
-import argparse
 import json
 import sys
 from dataclasses import dataclass, field
@@ -28,10 +27,12 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
+from common.config import ArgumentParser, add_arguments, command_line, given_options, make, option, recheck
 from models import CheckerboardGenerator, load_model
 from models.sampler import Sampler
 from sampling import figures as visualize, sample_io
 from common.distributed import barrier, cleanup, get_rank, get_world_size, init_distributed, resolve_device
+from common.files import atomic_write_text, leftover_temporaries
 
 # The paper's guidance weights are 1.4-1.7; 1.5 is the run_evaluator.sh default too.
 DEFAULT_CFG = 1.5
@@ -41,30 +42,43 @@ DEFAULT_NUM_SAMPLES = 16
 
 @dataclass
 class SampleConfig:
-    checkpoint: str  # checkpoint file or model folder (published layout)
-    output_dir: str
-    use_ema: bool = False
-    cfg: float | None = None  # guidance weight; None: DEFAULT_CFG if class-conditional, else 0
-    cfg_start_step: int = 5
-    steps_per_scale: int | list[int] = 4  # one value for all scales or one per scale
-    temperature: float = 1.0
-    seed: int = 0
-    classes: list[int] | None = None  # sample i gets classes[i % len(classes)]
-    random_classes: bool = False  # the default for a class-conditional model without classes
-    num_samples: int | None = None  # None: FID_NUM_SAMPLES with fid, len(classes), else DEFAULT_NUM_SAMPLES
-    batch_size: int = 32
-    fid: bool = False  # class-balanced labels, checked before success
-    shard_size: int = 1000
-    grid_samples: int = 64  # how many of the first samples grid.png shows
-    save_pyramid: bool = False
-    save_fill: bool = False
-    save_step_maps: bool = False
-    save_entropy_plot: bool = False
-    vis_samples: int = 8  # the first samples drawn again with their trace for the figures
-    device: str | None = None  # None: the GPU when there is one
-    precision: str = "fp32"  # fp32 (exact to the published numbers) or bf16 (faster on GPUs)
-    compile: bool = False  # compiled steps; on a GPU one CUDA graph per batch shape
-    max_shards: int | None = None  # stop after this many new shards per process (tests resumption)
+    checkpoint: str = option("checkpoint file or model folder (published layout, with config.yaml)")
+    output_dir: str = option("folder for samples.npz, grid.png, the figures and the resumable shards")
+    use_ema: bool = option("sample with the checkpoint's model_ema weights", False)
+    cfg: float | None = option("classifier-free guidance weight (0: none)", None, ge=0,
+                               default_text=f"{DEFAULT_CFG} for a class-conditional model, else 0")
+    cfg_start_step: int = option("first guided step, counted over all scales", 5, ge=0)
+    steps_per_scale: int | list[int] = option("sampling steps per scale: one value, or one per scale such as "
+                                              "1,4,4,4,4", 4, ge=1)
+    temperature: float = option("sampling temperature (0: argmax)", 1.0, ge=0)
+    seed: int = option("sample i draws from a generator seeded with seed*1000003+i", 0)
+    classes: list[int] | None = option("comma-separated class ids, cycled over the samples", None, ge=0,
+                                       default_text="random classes")
+    random_classes: bool = option("a random class per sample (the default for a class-conditional model "
+                                  "without --classes)", False)
+    num_samples: int | None = option("how many samples", None, ge=1,
+                                     default_text=f"{FID_NUM_SAMPLES} with --fid, one per --classes entry, else "
+                                                  f"{DEFAULT_NUM_SAMPLES}")
+    batch_size: int = option("samples per generate() call and process", 32, ge=1)
+    fid: bool = option("FID mode: class-balanced labels (sample i has class i % num_classes), count checked; "
+                       f"--num_samples {FID_NUM_SAMPLES} without labels asked for is FID mode too", False)
+    shard_size: int = option("samples per resumable shard", 1000, ge=1)
+    grid_samples: int = option("how many of the first samples grid.png shows", 64, ge=1)
+    save_pyramid: bool = option("pyramid.png: the decoded image of every scale", False)
+    save_fill: bool = option("checkerboard_fill.png: the cells sampled up to each step (paper Fig. 1)", False)
+    save_step_maps: bool = option("step_entropy_maps.png: per-cell sampling step and entropy (paper Fig. 7)",
+                                  False)
+    save_entropy_plot: bool = option("entropy_per_step.png/.json: mean and quartiles of the entropy per step "
+                                     "(paper Fig. 6)", False)
+    vis_samples: int = option("how many of the first samples the figures show (drawn again with their trace)", 8,
+                              ge=1)
+    device: str | None = option("cuda, cuda:N or cpu", None, default_text="cuda when available")
+    precision: str = option("fp32 (exact to the published numbers) or bf16 (faster on GPUs, logits within ~1% "
+                            "of fp32)", "fp32", choices=("fp32", "bf16"))
+    compile: bool = option("compiled sampling steps; on a GPU the whole generation becomes one CUDA graph per "
+                           "batch shape", False)
+    max_shards: int | None = option("stop after this many new shards per process (tests resumption)", None, ge=1,
+                                    hidden=True)
 
     def __post_init__(self):
         # 50,000 samples with no labels asked for is the ADM protocol: an FID run, class-balanced.
@@ -95,18 +109,9 @@ class SampleOutputs:
 
 
 def check_config(config: SampleConfig) -> None:
-    """Checks that need no model."""
-    positive = {"batch_size": config.batch_size, "shard_size": config.shard_size, "vis_samples": config.vis_samples,
-                "grid_samples": config.grid_samples}
-    if config.num_samples is not None:
-        positive["num_samples"] = config.num_samples
-    for name, value in positive.items():
-        if value < 1:
-            raise ValueError(f"--{name} must be >= 1, got {value}")
-    if config.temperature < 0:
-        raise ValueError(f"--temperature must be >= 0, got {config.temperature}")
-    if config.cfg is not None and config.cfg < 0:
-        raise ValueError(f"--cfg must be >= 0, got {config.cfg}")
+    """Checks that need no model: every field's type bounds (for configs made in Python), then the
+    combinations."""
+    recheck(config)
     if config.classes is not None and config.random_classes:
         raise ValueError("--classes and --random_classes exclude each other")
     if config.fid and (config.classes is not None or config.random_classes):
@@ -220,38 +225,39 @@ def _draw_shards(sampler: Sampler, config: SampleConfig, plan: SamplePlan, shard
 
 def _trace(model, config: SampleConfig, plan: SamplePlan, device):
     """The first vis_samples samples again (same streams, same samples) with their step and
-    entropy traces, concatenated over batches."""
+    entropy traces and their classes, concatenated over batches."""
     indices = list(range(min(config.vis_samples, plan.num_samples)))
     sampler = Sampler(model)  # eager: traces are for a few figures
     outs = [generate_indices(sampler, config, plan, indices[i:i + config.batch_size], device, return_trace=True)
             for i in range(0, len(indices), config.batch_size)]
     cat = lambda name: [torch.cat(parts) for parts in zip(*(getattr(o, name) for o in outs))]  # noqa: E731
-    return torch.cat([o.images for o in outs]), cat("tokens"), cat("steps"), cat("entropy")
+    labels = torch.cat([o.labels for o in outs]).tolist() if plan.label_mode != "none" else None
+    return torch.cat([o.images for o in outs]), cat("tokens"), cat("steps"), cat("entropy"), labels
 
 
 def write_figures(model, config: SampleConfig, plan: SamplePlan, out_dir: Path, device) -> dict:
     wanted = config.save_pyramid or config.save_fill or config.save_step_maps or config.save_entropy_plot
     if not wanted:
         return {}
-    images, tokens, steps, entropy = _trace(model, config, plan, device)
+    images, tokens, steps, entropy, labels = _trace(model, config, plan, device)
     ae, size = model.autoencoder, model.cfg.img_size
     figures = {}
     if config.save_pyramid:
         figures["pyramid"] = out_dir / "pyramid.png"
-        visualize.save_png(visualize.pyramid_figure(ae, tokens, size), figures["pyramid"])
+        visualize.save_png(visualize.pyramid_figure(ae, tokens, size, labels), figures["pyramid"])
     if config.save_fill:
         figures["fill"] = out_dir / "checkerboard_fill.png"
-        visualize.save_png(visualize.fill_figure(ae, tokens, steps, size), figures["fill"])
+        visualize.save_png(visualize.fill_figure(ae, tokens, steps, size, labels), figures["fill"])
     if config.save_step_maps:
         figures["step_maps"] = out_dir / "step_entropy_maps.png"
-        visualize.save_png(visualize.step_entropy_figure(sample_io.to_uint8(images), steps, entropy),
+        visualize.save_png(visualize.step_entropy_figure(sample_io.to_uint8(images), steps, entropy, labels),
                            figures["step_maps"])
     if config.save_entropy_plot:
         stats = visualize.entropy_per_step(steps, entropy)
         figures["entropy_plot"] = out_dir / "entropy_per_step.png"
         figures["entropy_stats"] = out_dir / "entropy_per_step.json"
         visualize.save_png(visualize.entropy_plot(stats), figures["entropy_plot"])
-        figures["entropy_stats"].write_text(json.dumps(stats.as_dict(), indent=1))
+        atomic_write_text(figures["entropy_stats"], json.dumps(stats.as_dict(), indent=1))
     return figures
 
 
@@ -289,6 +295,9 @@ def sample(config: SampleConfig, model: CheckerboardGenerator | None = None, dev
     for lo, hi in ranges:
         sample_io.shard_path(shard_dir, lo, hi).unlink()
     (shard_dir / sample_io.PLAN_NAME).unlink()
+    # Every process has finished drawing: a temporary file still here is a killed run's part of a shard.
+    for leftover in leftover_temporaries(shard_dir):
+        leftover.unlink()
     shard_dir.rmdir()
     first = sample_io.read_first_images(outputs.samples_npz, config.grid_samples)
     visualize.save_png(visualize.image_grid(first), outputs.grid_png)
@@ -297,82 +306,34 @@ def sample(config: SampleConfig, model: CheckerboardGenerator | None = None, dev
 
 
 # ---------------------------------------------------------------- command line
+PROG = "main_sample.py"
 
 
-def int_list(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
-def steps_arg(text: str) -> int | list[int]:
-    values = int_list(text)
-    if not values:
-        raise argparse.ArgumentTypeError(f"expected an integer or one integer per scale, got {text!r}")
-    return values[0] if len(values) == 1 and "," not in text else values
-
-
-def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser("main_sample.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", required=True, help="checkpoint file or model folder (with config.yaml)")
-    p.add_argument("--use_ema", action="store_true", help="sample with the checkpoint's model_ema weights")
-    p.add_argument("--cfg", type=float, default=None,
-                   help=f"classifier-free guidance weight (default {DEFAULT_CFG}; 0 = none)")
-    p.add_argument("--cfg_start_step", type=int, default=5, help="first guided step, counted over all scales")
-    p.add_argument("--steps_per_scale", type=steps_arg, default=4,
-                   help="sampling steps per scale: one value, or one per scale such as 1,4,4,4,4")
-    p.add_argument("--temperature", type=float, default=1.0, help="0 = argmax")
-    p.add_argument("--seed", type=int, default=0, help="sample i uses seed*1000003+i")
-    labels = p.add_mutually_exclusive_group()
-    labels.add_argument("--classes", type=int_list, default=None,
-                        help="comma-separated class ids, cycled over the samples")
-    labels.add_argument("--random_classes", action="store_true", help="a random class per sample (the default)")
-    p.add_argument("--num_samples", type=int, default=None,
-                   help=f"default: {FID_NUM_SAMPLES} with --fid, one per --classes entry, else {DEFAULT_NUM_SAMPLES}")
-    p.add_argument("--batch_size", type=int, default=32, help="samples per generate() call and process")
-    p.add_argument("--output_dir", required=True)
-    p.add_argument("--fid", action="store_true",
-                   help="FID mode: class-balanced labels (sample i has class i %% num_classes), count checked")
-    p.add_argument("--shard_size", type=int, default=1000, help="samples per resumable shard")
-    p.add_argument("--grid_samples", type=int, default=64, help="samples shown in grid.png")
-    p.add_argument("--save_pyramid", action="store_true", help="pyramid.png: the decoded image of every scale")
-    p.add_argument("--save_fill", action="store_true",
-                   help="checkerboard_fill.png: the cells sampled up to each step (paper Fig. 1)")
-    p.add_argument("--save_step_maps", action="store_true",
-                   help="step_entropy_maps.png: per-cell sampling step and entropy (paper Fig. 7)")
-    p.add_argument("--save_entropy_plot", action="store_true",
-                   help="entropy_per_step.png/.json: mean and quartiles of the entropy per step (paper Fig. 6)")
-    p.add_argument("--vis_samples", type=int, default=8, help="how many of the first samples the figures show")
+def get_args_parser() -> ArgumentParser:
+    p = ArgumentParser(PROG, description=__doc__.split("\n\n")[0])
+    add_arguments(p, SampleConfig)
     p.add_argument("--calculate_flops", action="store_true", help="print the GFLOPs of one sample and exit")
-    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
-                   help="bf16 weights and activations: faster on GPUs, logits within ~1%% of fp32")
-    p.add_argument("--compile", action="store_true",
-                   help="compile the sampling steps; on a GPU the whole generation becomes one CUDA graph per batch shape")
-    p.add_argument("--max_shards", type=int, default=None, help=argparse.SUPPRESS)
     return p
 
 
-def config_from_args(args: argparse.Namespace) -> SampleConfig:
-    values = {k: v for k, v in vars(args).items() if k in SampleConfig.__dataclass_fields__}
-    return SampleConfig(**values)
-
-
 def main(argv=None) -> int:
-    parser = get_args_parser()
-    args = parser.parse_args(argv)
-    config = config_from_args(args)
+    values = given_options(get_args_parser(), argv)
+    calculate_flops = values.pop("calculate_flops", False)
+    try:
+        config = make(SampleConfig, command_line(values))
+    except ValueError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
     try:
         rank, _, device = init_distributed(config.device)
-        if args.calculate_flops:
+        if calculate_flops:
             model = load_for_sampling(config, device)
             flops = count_flops(model, config, device)
             print(f"GFLOPs per sample: {flops / 1e9:.3f}")
             return 0
         outputs = sample(config, device=device)
     except (ValueError, FileNotFoundError) as e:
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     finally:
         cleanup()

@@ -50,6 +50,15 @@ def barrier():
         dist.barrier()
 
 
+def broadcast_object(obj):
+    """Process 0's `obj` (picklable) on every process."""
+    if is_distributed():
+        holder = [obj]
+        dist.broadcast_object_list(holder, src=0)
+        return holder[0]
+    return obj
+
+
 def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
     if is_distributed():
         t = t.clone()

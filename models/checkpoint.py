@@ -64,7 +64,11 @@ def checkpoint_paths(path) -> tuple[Path, Path]:
     if path.is_dir():
         path = path / "checkpoint-last.pth"
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        hint = ""
+        if "pretrained_models" in path.parts:
+            model = path.parts[path.parts.index("pretrained_models") + 1:][:1]
+            hint = f" (fetch the published models with `{' '.join(['bash pretrained_models/download.sh', *model])}`)"
+        raise FileNotFoundError(f"checkpoint not found: {path}{hint}")
     config = path.parent / "config.yaml"
     if not config.is_file():
         raise FileNotFoundError(f"config.yaml not found beside the checkpoint: {config}")

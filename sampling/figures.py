@@ -11,14 +11,18 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
+from common.files import atomic_write
 from sampling.sample_io import to_uint8
 
 PAD = 2  # pixels between panels
+KEYED_PAD = 8  # between panels with colour bars: the end values of neighbouring bars stay apart
 BACKGROUND = 255
 GREY = 128  # unsampled cells are blended towards this level
 UNSAMPLED_BLEND = 0.6  # share of grey over an unsampled cell: dim enough to see the pattern
-LABEL_HEIGHT = 14
-MIN_PANEL = 64  # smaller panels are enlarged (nearest) so that their titles fit
+LINE_HEIGHT = 12  # pixels per line of text (PIL's default font is 11 high)
+FONT_HEIGHT = 11
+BAR_HEIGHT = 8
+MIN_PANEL = 64  # smaller panels are enlarged (nearest) so that their titles and colour bars fit
 # viridis at 0, 1/4, 1/2, 3/4, 1: perceptually ordered, readable in greyscale print.
 VIRIDIS = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], dtype=np.float64)
 
@@ -35,22 +39,83 @@ def image_grid(images: np.ndarray, ncol: int | None = None, pad: int = PAD) -> n
     return out
 
 
-def panel_rows(rows: list[list[np.ndarray]], titles: list[str] | None = None, pad: int = PAD) -> np.ndarray:
-    """Rows of equally sized (H, W, 3) panels side by side, with an optional title strip on top."""
+@dataclass(frozen=True)
+class ColourBar:
+    """The key of a colour-coded panel column: the colours from `low` to `high`, both ends written
+    in numbers. With `levels`, that many blocks (a discrete quantity such as a step number), else a
+    continuous gradient."""
+
+    low: float
+    high: float
+    unit: str = ""
+    levels: int | None = None
+
+    def colours(self, values) -> np.ndarray:
+        """uint8 RGB of `values` on this bar's scale (values outside [low, high] take the end colours)."""
+        span = self.high - self.low
+        return colormap((np.asarray(values, dtype=np.float64) - self.low) / span if span else
+                        np.zeros(np.shape(values)))
+
+    def render(self, width: int) -> np.ndarray:
+        """(BAR_HEIGHT + LINE_HEIGHT, width, 3) uint8: the bar, and its end values below it."""
+        if self.levels:
+            value = self.low + (self.high - self.low) * np.minimum(
+                np.arange(width) * self.levels // width, self.levels - 1) / max(self.levels - 1, 1)
+        else:
+            value = np.linspace(self.low, self.high, width)
+        bar = np.repeat(self.colours(value)[None], BAR_HEIGHT, axis=0)
+        text = Image.new("RGB", (width, LINE_HEIGHT), (BACKGROUND,) * 3)
+        draw, font = ImageDraw.Draw(text), ImageFont.load_default()
+        number = "{:.0f}" if self.levels else "{:.3g}"
+        draw.text((0, 0), number.format(self.low), fill=(0, 0, 0), font=font)
+        if self.high != self.low:
+            high = number.format(self.high) + (f" {self.unit}" if self.unit else "")
+            draw.text((width - draw.textlength(high, font=font), 0), high, fill=(0, 0, 0), font=font)
+        return np.concatenate([bar, np.asarray(text)], axis=0)
+
+
+def _text_strip(width: int, lines: int, texts: list[tuple[int, str]]) -> np.ndarray:
+    """A white strip `lines` text lines high with each text (a "\n" starts a new line) at its x."""
+    strip = Image.new("RGB", (width, lines * LINE_HEIGHT + 2), (BACKGROUND,) * 3)
+    draw, font = ImageDraw.Draw(strip), ImageFont.load_default()
+    for x, text in texts:
+        draw.multiline_text((x + 1, 1), text, fill=(0, 0, 0), font=font, spacing=LINE_HEIGHT - FONT_HEIGHT)
+    return np.asarray(strip)
+
+
+def panel_rows(rows: list[list[np.ndarray]], titles: list[str] | None = None, row_titles: list[str] | None = None,
+               bars: list[ColourBar | None] | None = None, pad: int = PAD) -> np.ndarray:
+    """Rows of equally sized (H, W, 3) panels side by side, with optional column titles on top (one
+    per column; "\n" breaks a line), row titles on the left and colour bars under the columns
+    that have one."""
     panels = np.stack([p for row in rows for p in row])
-    if titles and panels.shape[2] < MIN_PANEL:
+    if (titles or bars) and panels.shape[2] < MIN_PANEL:
         factor = -(-MIN_PANEL // panels.shape[2])
         panels = panels.repeat(factor, axis=1).repeat(factor, axis=2)
-    grid = image_grid(panels, ncol=len(rows[0]), pad=pad)
-    if not titles:
-        return grid
-    W = panels.shape[2]
-    strip = Image.new("RGB", (grid.shape[1], LABEL_HEIGHT), (BACKGROUND,) * 3)
-    draw = ImageDraw.Draw(strip)
+    columns, W = len(rows[0]), panels.shape[2]
+    parts = [image_grid(panels, ncol=columns, pad=pad)]
+    width = parts[0].shape[1]
+    if titles:
+        lines = max(t.count("\n") + 1 for t in titles)
+        parts.insert(0, _text_strip(width, lines, [(i * (W + pad), t) for i, t in enumerate(titles)]))
+    if bars:
+        footer = np.full((pad + BAR_HEIGHT + LINE_HEIGHT, width, 3), BACKGROUND, dtype=np.uint8)
+        for i, bar in enumerate(bars):
+            if bar is not None:
+                footer[pad:, i * (W + pad):i * (W + pad) + W] = bar.render(W)
+        parts.append(footer)
+    figure = np.concatenate(parts, axis=0)
+    if not row_titles:
+        return figure
+    top = parts[0].shape[0] if titles else 0
+    H = panels.shape[1]
     font = ImageFont.load_default()
-    for i, title in enumerate(titles):
-        draw.text((i * (W + pad) + 1, 1), title, fill=(0, 0, 0), font=font)
-    return np.concatenate([np.asarray(strip), grid], axis=0)
+    side = int(max(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(t, font=font) for t in row_titles)) + 2 * pad
+    strip = Image.new("RGB", (side, figure.shape[0]), (BACKGROUND,) * 3)
+    draw = ImageDraw.Draw(strip)
+    for r, title in enumerate(row_titles):
+        draw.text((pad, top + r * (H + pad) + (H - FONT_HEIGHT) // 2), title, fill=(0, 0, 0), font=font)
+    return np.concatenate([np.asarray(strip), figure], axis=1)
 
 
 def colormap(values: np.ndarray) -> np.ndarray:
@@ -78,12 +143,17 @@ def decode_scales(autoencoder, tokens: list) -> list[torch.Tensor]:
     return [autoencoder.decode(autoencoder.lookup(t)) for t in tokens]
 
 
-def pyramid_figure(autoencoder, tokens: list, img_size: int) -> np.ndarray:
-    """One row per sample: the decoded image of every scale, smallest first, shown at full size."""
+def class_titles(labels) -> list[str] | None:
+    return None if labels is None else [f"class {int(c)}" for c in labels]
+
+
+def pyramid_figure(autoencoder, tokens: list, img_size: int, labels=None) -> np.ndarray:
+    """One row per sample (titled with its class when `labels` are given): the decoded image of every
+    scale, smallest first, shown at full size."""
     decoded = [to_uint8(_resize_images(x, img_size)) for x in decode_scales(autoencoder, tokens)]
     sizes = [t.shape[-1] for t in tokens]
     rows = [[d[b] for d in decoded] for b in range(tokens[0].shape[0])]
-    return panel_rows(rows, [f"{s}x{s}" for s in sizes])
+    return panel_rows(rows, [f"{s}x{s}" for s in sizes], class_titles(labels))
 
 
 @torch.no_grad()
@@ -107,34 +177,54 @@ def fill_frames(autoencoder, tokens: list, steps: list, img_size: int) -> list[n
     return frames
 
 
-def fill_figure(autoencoder, tokens: list, steps: list, img_size: int) -> np.ndarray:
-    """One row per sample, one column per step (paper Figure 1)."""
+def step_titles(steps: list) -> list[str]:
+    """Per sampling step: its scale and its number within the scale, e.g. "8x8\nstep 2/4"."""
+    titles = []
+    for step in steps:
+        s, count = step.shape[-1], len(torch.unique(step))
+        titles += [f"{s}x{s}\nstep {j}/{count}" for j in range(1, count + 1)]
+    return titles
+
+
+def fill_figure(autoencoder, tokens: list, steps: list, img_size: int, labels=None) -> np.ndarray:
+    """One row per sample (titled with its class when `labels` are given), one column per sampling
+    step (paper Figure 1)."""
     frames = fill_frames(autoencoder, tokens, steps, img_size)
     rows = [[f[b] for f in frames] for b in range(tokens[0].shape[0])]
-    return panel_rows(rows, [f"step {t}" for t in range(len(frames))])
+    return panel_rows(rows, step_titles(steps), class_titles(labels))
 
 
-def step_entropy_figure(images: np.ndarray, steps: list, entropy: list) -> np.ndarray:
-    """One row per sample: the image, then per scale the step at which each cell was sampled
-    (dark = early, counted within the scale), then per scale the entropy of the distribution
-    each cell was drawn from (paper Figure 7; dark = the smallest entropy in the figure,
-    bright = the largest)."""
+def entropy_bar(entropy: list) -> ColourBar:
+    """The entropy maps' key: from the smallest to the largest entropy of any cell in the figure."""
+    return ColourBar(min(float(e.min()) for e in entropy), max(float(e.max()) for e in entropy), "nats")
+
+
+def step_bar(step: torch.Tensor) -> ColourBar:
+    """A scale's step map key: its steps numbered from 1 within the scale."""
+    count = len(torch.unique(step))
+    return ColourBar(1, count, levels=count)
+
+
+def step_entropy_figure(images: np.ndarray, steps: list, entropy: list, labels=None) -> np.ndarray:
+    """One row per sample (titled with its class when `labels` are given): the image, then per scale
+    the step at which each cell was sampled (numbered within the scale), then per scale the
+    entropy of the distribution each cell was drawn from (paper Figure 7), each column with its
+    colour bar. The entropy maps share one scale, the smallest to the largest entropy in the figure."""
     size = images.shape[1]
-    low = min(float(e.min()) for e in entropy)
-    span = max(float(e.max()) for e in entropy) - low or 1.0
+    step_bars, entropy_key = [step_bar(st) for st in steps], entropy_bar(entropy)
     rows = []
     for b in range(images.shape[0]):
         row = [images[b]]
-        for st in steps:
-            within = (st[b] - st[b].min()).float()
-            span = float(within.max()) or 1.0
-            row.append(upsample_cells(colormap((within / span).cpu().numpy()), size))
+        for st, bar in zip(steps, step_bars):
+            within = torch.unique(st, return_inverse=True)[1][b] + 1  # (s, s) step number within the scale
+            row.append(upsample_cells(bar.colours(within.cpu().numpy()), size))
         for e in entropy:
-            row.append(upsample_cells(colormap(((e[b] - low) / span).cpu().numpy()), size))
+            row.append(upsample_cells(entropy_key.colours(e[b].float().cpu().numpy()), size))
         rows.append(row)
     sizes = [st.shape[-1] for st in steps]
-    titles = ["sample"] + [f"step {s}x{s}" for s in sizes] + [f"entropy {s}x{s}" for s in sizes]
-    return panel_rows(rows, titles)
+    titles = ["sample"] + [f"steps\n{s}x{s}" for s in sizes] + [f"entropy\n{s}x{s}" for s in sizes]
+    return panel_rows(rows, titles, class_titles(labels), [None] + step_bars + [entropy_key] * len(entropy),
+                      pad=KEYED_PAD)
 
 
 @dataclass
@@ -226,4 +316,4 @@ def entropy_plot(stats: EntropyStats, title: str = "entropy per sampling step") 
 
 def save_png(array_or_image, path) -> None:
     image = array_or_image if isinstance(array_or_image, Image.Image) else Image.fromarray(array_or_image)
-    image.save(path, format="PNG")
+    atomic_write(path, lambda f: image.save(f, format="PNG"))

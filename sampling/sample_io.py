@@ -2,15 +2,17 @@
 
 The ADM evaluator reads `arr_0` uint8 (N, H, W, 3) and, for class-conditional samples, `arr_1`
 int64 labels (N,). Shards hold the same two arrays for the global sample indices
-start..end-1 and are written atomically, so a killed run leaves only whole shards behind.
+start..end-1 and are written atomically (common/files.py), so a killed run leaves only whole shards behind.
 """
 import json
-import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from common import npz
+from common.files import atomic_write, atomic_write_text
 
 # Per-sample seed = seed * SEED_STRIDE + global index. The stride is a prime larger than any
 # sample count we use, so two (seed, index) pairs with index < SEED_STRIDE never share a seed.
@@ -65,23 +67,12 @@ def shard_path(shard_dir, start: int, end: int) -> Path:
     return Path(shard_dir) / f"shard_{start}_{end}.npz"
 
 
-def _atomic_write(path: Path, write) -> None:
-    """write(file object) into path.tmp, then rename: readers see the old file or the whole new one."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def save_arrays(path, images: np.ndarray, labels: np.ndarray | None) -> None:
     """An ADM-layout npz (uncompressed), written atomically."""
     arrays = {IMAGES_KEY: images}
     if labels is not None:
         arrays[LABELS_KEY] = labels
-    _atomic_write(Path(path), lambda f: np.savez(f, **arrays))
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def write_shard(shard_dir, start: int, end: int, images: np.ndarray, labels: np.ndarray | None) -> Path:
@@ -107,21 +98,10 @@ def check_plan(shard_dir, plan: dict) -> None:
 def write_plan(shard_dir, plan: dict) -> None:
     path = Path(shard_dir) / PLAN_NAME
     if not path.is_file():
-        _atomic_write(path, lambda f: f.write(json.dumps(plan, indent=1, sort_keys=True).encode()))
+        atomic_write_text(path, json.dumps(plan, indent=1, sort_keys=True))
 
 
 # ---------------------------------------------------------------- the packed npz
-
-
-def _member_header(zf: zipfile.ZipFile, key: str):
-    """(open member, shape, dtype) of `key` in an npz, positioned at the first data byte."""
-    f = zf.open(f"{key}.npy")
-    version = np.lib.format.read_magic(f)
-    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    shape, fortran_order, dtype = read(f)
-    if fortran_order:
-        raise ValueError(f"{key}: Fortran-ordered arrays are not supported")
-    return f, shape, dtype
 
 
 def read_labels(path, require_labels: bool = True) -> np.ndarray | None:
@@ -136,29 +116,12 @@ def read_labels(path, require_labels: bool = True) -> np.ndarray | None:
 
 def images_shape(path) -> tuple:
     """Shape of arr_0 from its header, without reading the images."""
-    with zipfile.ZipFile(path) as zf:
-        f, shape, _ = _member_header(zf, IMAGES_KEY)
-        f.close()
-        return shape
+    return npz.array_header(path, IMAGES_KEY).shape
 
 
 def read_first_images(path, count: int) -> np.ndarray:
-    """The first `count` images of arr_0, reading only their bytes (a 50k npz is 10 GB)."""
-    with zipfile.ZipFile(path) as zf:
-        f, shape, dtype = _member_header(zf, IMAGES_KEY)
-        with f:
-            count = min(count, shape[0])
-            per_image = int(np.prod(shape[1:])) * dtype.itemsize
-            data = f.read(count * per_image)
-    return np.frombuffer(data, dtype=dtype).reshape(count, *shape[1:])
-
-
-def _write_member(zf: zipfile.ZipFile, key: str, shape: tuple, dtype, chunks) -> None:
-    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
-    with zf.open(f"{key}.npy", "w", force_zip64=True) as f:
-        np.lib.format.write_array_header_2_0(f, header)
-        for chunk in chunks:
-            f.write(np.ascontiguousarray(chunk, dtype=dtype).tobytes())
+    """The first `count` images of arr_0, reading only their bytes."""
+    return npz.first_rows(path, IMAGES_KEY, count)
 
 
 def pack_shards(shard_dir, ranges: list[tuple[int, int]], out_path, with_labels: bool) -> Path:
@@ -186,11 +149,11 @@ def pack_shards(shard_dir, ranges: list[tuple[int, int]], out_path, with_labels:
 
     def write(f):
         with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-            _write_member(zf, IMAGES_KEY, (total, *sample_shape), np.uint8, shard_arrays(IMAGES_KEY))
+            npz.write_array(zf, IMAGES_KEY, (total, *sample_shape), np.uint8, shard_arrays(IMAGES_KEY))
             if with_labels:
-                _write_member(zf, LABELS_KEY, (total,), np.int64, shard_arrays(LABELS_KEY))
+                npz.write_array(zf, LABELS_KEY, (total,), np.int64, shard_arrays(LABELS_KEY))
 
-    _atomic_write(Path(out_path), write)
+    atomic_write(out_path, write)
     return Path(out_path)
 
 

@@ -18,6 +18,7 @@ from train_ae_codebook.images import StepBatches
 from train_ae_codebook.train_config import AETrainConfig, make_config
 from train_ae_codebook.training import CHECKPOINT_LAST, build_autoencoder, codebook_weight, train_autoencoder
 from common.digits import write_digits_imagefolder
+from common.lr_schedule import cosine_decay
 
 LLAMAGEN_CODEBOOK = (16384, 8)  # vq_ds16_c2i.pt: 16384 codes of 8 dims, plus a usage buffer
 LLAMAGEN_USAGE = 65536
@@ -74,7 +75,7 @@ def small_vq16(tmp_path_factory, published_keys_dir):
 
 def requant_config(small_vq16, data, output_dir, **changes) -> AETrainConfig:
     config, checkpoint = small_vq16
-    settings = dict(config_path=str(config), data_path=str(data), output_dir=str(output_dir),
+    settings = dict(config_path=str(config), data_path=str(data), output_dir=str(output_dir), device="cpu",
                     init_checkpoint=str(checkpoint), img_size=IMG_SIZE, batch_size=4, epochs=2,
                     init_steps=3, dead_code_interval=3, lr=1e-2, log_every=1, save_every=3,
                     num_workers=0, tensorboard=False)
@@ -141,6 +142,11 @@ def test_requantize_logs_usage_and_perplexity(requant_run):
         assert 0 < r["codebook_usage"] <= 1 and 1 <= r["perplexity"] <= 32
     assert "codebook_usage" not in records[0]
     assert [r["step"] for r in records if "dead_codes_reinitialised" in r] == [6, 9]
+    # main.py's cosine (common/lr_schedule.py) over the steps after the codebook initialisation
+    total, init = 10, config.init_steps
+    assert [r["lr"] for r in records] == [cosine_decay(config.lr, (r["step"] - 1 - init) / (total - init))
+                                          for r in records]
+    assert records[init]["lr"] == config.lr and records[-1]["lr"] < config.lr / 10
     assert list(out.glob("events.out.tfevents.*"))
     written = yaml.safe_load((out / "autoencoder_config.yaml").read_text())
     assert written["model"]["params"]["ddconfig"] == SMALL_VQ16 and written["training_args"]["init_steps"] == 3
@@ -270,9 +276,9 @@ def test_config_merging(tmp_path):
     config = make_config("c.yaml", {"lr": "1e-3", "batch_size": 8, "train_all": True},
                          {"data_path": "d", "output_dir": "o", "batch_size": 4})
     assert (config.lr, config.batch_size, config.train_all) == (1e-3, 4, True)
-    with pytest.raises(ValueError, match=r"c\.yaml: args: unknown key 'learning_rate'"):
+    with pytest.raises(ValueError, match=r"c\.yaml: unknown key 'args\.learning_rate'"):
         make_config("c.yaml", {"learning_rate": 1}, {"data_path": "d", "output_dir": "o"})
-    with pytest.raises(ValueError, match=r"'batch_size' expects int, got 2\.5"):
+    with pytest.raises(ValueError, match=r"^c\.yaml: args\.batch_size must be an integer, got 2\.5$"):
         make_config("c.yaml", {"batch_size": 2.5}, {"data_path": "d", "output_dir": "o"})
     with pytest.raises(ValueError, match="init_checkpoint is required"):
         make_config("c.yaml", {}, {"data_path": "d", "output_dir": "o"})

@@ -39,7 +39,7 @@ def digits(tmp_path_factory):
 
 
 def digits_config(train, output_dir, **changes) -> AETrainConfig:
-    settings = dict(config_path=str(DIGITS_CONFIG), data_path=str(train), output_dir=str(output_dir),
+    settings = dict(config_path=str(DIGITS_CONFIG), data_path=str(train), output_dir=str(output_dir), device="cpu",
                     train_all=True, min_size=4, batch_size=8, epochs=2, init_steps=8, lr=3e-3,
                     dead_code_interval=8, log_every=8, num_workers=0, tensorboard=False)
     settings.update(changes)

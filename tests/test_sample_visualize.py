@@ -74,14 +74,56 @@ def test_step_map_colours_follow_the_sampling_order(trace):
     model, out = trace
     images = to_uint8(out.images)
     fig = visualize.step_entropy_figure(images, out.steps, out.entropy)
-    panel = 64  # 32 px panels are enlarged to MIN_PANEL
-    top = visualize.LABEL_HEIGHT
-    assert fig.shape == (top + 2 * panel + visualize.PAD, 9 * panel + 8 * visualize.PAD, 3)
-    x0 = 4 * (panel + visualize.PAD)  # the 8x8 step map of sample 0
+    panel, pad = 64, visualize.KEYED_PAD  # 32 px panels are enlarged to MIN_PANEL
+    top = 2 * visualize.LINE_HEIGHT + 2  # two-line titles
+    footer = pad + visualize.BAR_HEIGHT + visualize.LINE_HEIGHT  # the colour bars and their values
+    assert fig.shape == (top + 2 * panel + pad + footer, 9 * panel + 8 * pad, 3)
+    x0 = 4 * (panel + pad)  # the 8x8 step map of sample 0
     cell = panel // 8
     steps = out.steps[3][0]
     first, last = (steps == steps.min()).nonzero()[0].tolist(), (steps == steps.max()).nonzero()[0].tolist()
     pixel = lambda yx: fig[top + yx[0] * cell + 1, x0 + yx[1] * cell + 1].tolist()  # noqa: E731
     assert pixel(first) == visualize.VIRIDIS[0].tolist() and pixel(last) == visualize.VIRIDIS[-1].tolist()
+    bar = fig[top + 2 * panel + 2 * pad:, x0:x0 + panel]
+    assert np.array_equal(bar, visualize.ColourBar(1, STEPS[3], levels=STEPS[3]).render(panel))
     pyramid = visualize.pyramid_figure(model.autoencoder, out.tokens, 32)
-    assert pyramid.shape == (top + 2 * panel + visualize.PAD, 4 * panel + 3 * visualize.PAD, 3)
+    one_line = visualize.LINE_HEIGHT + 2
+    assert pyramid.shape == (one_line + 2 * panel + visualize.PAD, 4 * panel + 3 * visualize.PAD, 3)
+
+
+def test_entropy_maps_span_the_entropy_range_they_state(trace):
+    """Fig. 7: every entropy cell is coloured on one scale from the smallest to the largest entropy of
+    the figure, and the colour bar under each entropy map states those two numbers."""
+    _, out = trace
+    fig = visualize.step_entropy_figure(to_uint8(out.images), out.steps, out.entropy)
+    low = min(float(e.min()) for e in out.entropy)
+    high = max(float(e.max()) for e in out.entropy)
+    panel, pad, top = 64, visualize.KEYED_PAD, 2 * visualize.LINE_HEIGHT + 2
+    seen = []
+    for k, entropy in enumerate(out.entropy):
+        x0, s = (1 + len(STEPS) + k) * (panel + pad), entropy.shape[-1]
+        cell = panel // s
+        for b in range(len(entropy)):
+            y0 = top + b * (panel + pad)
+            shown = fig[y0 + cell // 2:y0 + panel:cell, x0 + cell // 2:x0 + panel:cell]  # (s, s, 3) cell centres
+            expected = visualize.colormap((entropy[b].numpy().astype(np.float64) - low) / (high - low))
+            assert np.array_equal(shown, expected), f"entropy map {s}x{s} of sample {b}"
+            seen.append(shown.reshape(-1, 3))
+        bar = fig[top + 2 * panel + 2 * pad:, x0:x0 + panel]
+        assert np.array_equal(bar, visualize.ColourBar(low, high, "nats").render(panel)), f"bar {s}x{s}"
+        assert bar[0, 0].tolist() == visualize.VIRIDIS[0].tolist()
+        assert bar[0, -1].tolist() == visualize.VIRIDIS[-1].tolist()
+    colours = {tuple(c) for c in np.concatenate(seen).tolist()}
+    assert {tuple(visualize.VIRIDIS[0]), tuple(visualize.VIRIDIS[-1])} <= colours  # the whole range is used
+
+
+def test_fill_columns_name_scale_and_step_and_rows_the_class(trace):
+    model, out = trace
+    assert visualize.step_titles(out.steps) == ["1x1\nstep 1/1", "2x2\nstep 1/2", "2x2\nstep 2/2"] + \
+        [f"{s}x{s}\nstep {j}/4" for s in (4, 8) for j in range(1, 5)]
+    bare = visualize.fill_figure(model.autoencoder, out.tokens, out.steps, 32)
+    titled = visualize.fill_figure(model.autoencoder, out.tokens, out.steps, 32, labels=[2, 7])
+    side = titled.shape[1] - bare.shape[1]
+    assert bare.shape[1] == 11 * 64 + 10 * visualize.PAD and side > 0
+    assert np.array_equal(titled[:, side:], bare)
+    assert (titled[:, :side] < visualize.BACKGROUND).any()  # "class 2", "class 7" written on the left

@@ -3,10 +3,15 @@ import numpy as np
 import pytest
 import torch
 import torch_fidelity
+from PIL import Image
 from torch_fidelity.defaults import DEFAULTS
 
+from main_sample import SampleConfig, generate_indices, plan_for
 from models import load_model
-from training.inline_eval import InlineEvaluator, NpzImages, SampleSettings, sample_images, tile
+from models.sampler import Sampler
+from sampling import sample_io
+from sampling.figures import image_grid
+from training.inline_eval import InlineEvaluator, NpzImages, SampleSettings, sample_images
 
 
 @pytest.fixture(scope="module")
@@ -18,24 +23,41 @@ def test_samples_do_not_depend_on_batching(tiny):
     settings = SampleSettings(cfg=1.5, cfg_start_step=2, seed=3, batch_size=4)
     whole = sample_images(tiny, list(range(6)), settings, "cpu")
     split = sample_images(tiny, [4, 5], SampleSettings(cfg=1.5, cfg_start_step=2, seed=3, batch_size=1), "cpu")
-    assert whole.dtype == torch.uint8 and whole.shape == (6, 3, 32, 32)
+    assert whole.dtype == np.uint8 and whole.shape == (6, 32, 32, 3)
     # Equal up to float reductions that depend on the batch size with several threads.
-    assert (whole[4:].float() - split.float()).abs().mean() < 0.5
-    assert (whole[:2].float() - split.float()).abs().mean() > 10  # other indices, other samples
+    assert np.abs(whole[4:].astype(float) - split).mean() < 0.5
+    assert np.abs(whole[:2].astype(float) - split).mean() > 10  # other indices, other samples
 
 
-def test_tile_places_every_image():
-    images = torch.arange(5, dtype=torch.uint8).view(5, 1, 1, 1).expand(5, 3, 2, 2)
-    grid = tile(images, columns=2, padding=1)
-    assert grid.shape == (3, 1 + 3 * 3, 1 + 2 * 3)
-    assert grid[0, 4, 4] == 3 and grid[0, 7, 1] == 4 and grid[0, 7, 4] == 0
+def test_samples_are_main_sample_s_samples(tiny):
+    """One seed scheme: inline sample i is main_sample.py's sample i (seed * 1000003 + i, class i % classes)."""
+    settings = SampleSettings(cfg=1.5, cfg_start_step=2, steps_per_scale=4, temperature=1.0, seed=3, batch_size=4)
+    ours = sample_images(tiny, list(range(4)), settings, "cpu")
+    config = SampleConfig(checkpoint="", output_dir="", cfg=1.5, cfg_start_step=2, steps_per_scale=4, seed=3,
+                          classes=list(range(tiny.cfg.num_classes)), num_samples=4)
+    out = generate_indices(Sampler(tiny), config, plan_for(config, tiny), list(range(4)), "cpu")
+    assert out.labels.tolist() == sample_io.balanced_labels(range(4), tiny.cfg.num_classes).tolist()
+    assert np.array_equal(ours, sample_io.to_uint8(out.images))
+
+
+def test_grid_is_the_image_grid_of_the_first_samples(tiny, tmp_path):
+    settings = SampleSettings(cfg=1.5, cfg_start_step=2, seed=1, batch_size=3)
+    evaluator = InlineEvaluator(tmp_path, settings, num_samples=0, grid_samples=5)
+    metrics, grid = evaluator(tiny, epoch=2, device=torch.device("cpu"))
+    expected = image_grid(sample_images(tiny, list(range(5)), settings, "cpu"))
+    assert metrics == {} and grid.shape == (3, *expected.shape[:2])
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "samples" / "epoch-2.png")), expected)
+    assert np.array_equal((grid * 255).round().byte().permute(1, 2, 0).numpy(), expected)
 
 
 def test_fidelity_gets_all_samples_and_known_options(tiny, tmp_path, monkeypatch):
     weights = tmp_path / "inception.pth"
     weights.write_bytes(b"local weights stand-in")
     reference = tmp_path / "reference"
-    reference.mkdir()
+    (reference / "nested").mkdir(parents=True)
+    ref_images = np.random.default_rng(0).integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
+    for i, image in enumerate(ref_images):  # any depth, any case of extension
+        Image.fromarray(image).save(reference / ["a.png", "nested/b.PNG", "c.jpg"][i], quality=100)
     seen = {}
 
     def fake_calculate_metrics(**kwargs):
@@ -52,9 +74,14 @@ def test_fidelity_gets_all_samples_and_known_options(tiny, tmp_path, monkeypatch
     (tmp_path / "out").mkdir()
     metrics, grid = evaluator(tiny, epoch=4, device=torch.device("cpu"))
     assert metrics == {"fid": 12.5, "inception_score": 3.0} and grid is None
-    assert seen["input2"] == str(reference) and seen["feature_extractor_weights_path"] == str(weights)
+    reference_images = [seen["input2"][i] for i in range(len(seen["input2"]))]
+    assert [r.shape for r in reference_images] == [(3, 8, 8)] * 3 and reference_images[0].dtype == torch.uint8
+    assert np.array_equal(reference_images[0].permute(1, 2, 0).numpy(), ref_images[0])
+    assert np.array_equal(reference_images[2].permute(1, 2, 0).numpy(), ref_images[1])  # nested/ after c.jpg
+    assert seen["feature_extractor_weights_path"] == str(weights)
     assert seen["fid"] and seen["isc"] and not seen["cuda"]
-    assert np.array_equal(seen["samples"], sample_images(tiny, list(range(5)), settings, "cpu").numpy())
+    samples = sample_images(tiny, list(range(5)), settings, "cpu")
+    assert np.array_equal(seen["samples"], samples.transpose(0, 3, 1, 2))
     assert not list((tmp_path / "out").iterdir())  # the temporary sample files are gone
 
 
@@ -74,3 +101,27 @@ def test_npz_reference_reads_arr_0_lazily(tmp_path):
     np.savez(tmp_path / "other.npz", pictures=images)
     with pytest.raises(ValueError, match="other.npz: not an .npz with an arr_0 array"):
         InlineEvaluator(tmp_path, SampleSettings(), 4, 0, reference=tmp_path / "other.npz")
+
+
+def test_several_guidance_values_kept_samples_and_samples_only(tiny, tmp_path, monkeypatch):
+    weights = tmp_path / "inception.pth"
+    weights.write_bytes(b"local weights stand-in")
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    Image.new("RGB", (32, 32)).save(reference / "0.png")
+    results = iter([{"frechet_inception_distance": 10.0, "inception_score_mean": 2.0},
+                    {"frechet_inception_distance": 20.0, "inception_score_mean": 4.0}])
+    monkeypatch.setattr(torch_fidelity, "calculate_metrics", lambda **kwargs: next(results))
+    settings = SampleSettings(cfg=1.5, cfg_start_step=2, seed=1, batch_size=3)
+    kept = tmp_path / "kept"
+    evaluator = InlineEvaluator(tmp_path / "out", settings, num_samples=3, grid_samples=0, reference=reference,
+                                inception_weights=weights, guidance=(1.5, 0.0), samples_dir=kept, keep_samples=True)
+    metrics, _ = evaluator(tiny, epoch=7, device=torch.device("cpu"))
+    assert metrics == {"fid_cfg1.5": 10.0, "inception_score_cfg1.5": 2.0, "fid_cfg0": 20.0, "inception_score_cfg0": 4.0}
+    guided = np.load(kept / "samples_ep007_cfg1.50" / "rank0.npy")
+    plain = np.load(kept / "samples_ep007_cfg0.00" / "rank0.npy")
+    assert guided.shape == (3, 32, 32, 3) and not np.array_equal(guided, plain)
+    only = InlineEvaluator(tmp_path / "out", settings, num_samples=3, grid_samples=0, reference=reference,
+                           inception_weights=weights, samples_dir=tmp_path / "only", samples_only=True)
+    assert only(tiny, epoch=1, device=torch.device("cpu"))[0] == {}  # calculate_metrics is not called again
+    assert not list((tmp_path / "only").iterdir())  # drawn, then removed: keep_samples is 0

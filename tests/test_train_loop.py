@@ -16,6 +16,7 @@ from models.checkpoint import load_checkpoint_file
 from train_support import FAST_ARGS, REPO, digits_subset, tiny_config
 from training.metrics_log import read_metrics
 from training.config import TrainConfig
+from training import engine
 from training.engine import (GeneratorLoss, NonFiniteLossError, StepOptions, batch_tokens, create_cache, setup,
                                train, train_step)
 
@@ -142,7 +143,7 @@ def test_weights_init_and_an_occupied_output_folder(config, one_epoch, tmp_path)
 
 
 def test_gradient_accumulation_equals_one_large_batch(config, tmp_path):
-    run = setup(replace(config, output_dir=str(tmp_path / "out"), grad_clip=0.0, ema=False))
+    run = setup(replace(config, output_dir=str(tmp_path / "out"), clip_grad=0.0, ema=False))
     run.model.eval()  # no random regularisers: both ways see the same inputs
     batch = batch_tokens(next(iter(run.loader)), run.model, run.device)
     start = {k: v.clone() for k, v in run.model.state_dict().items()}
@@ -184,3 +185,21 @@ def test_mirrored_crops_option_limits_the_drawn_crops(config, tmp_path, mirrored
         drawn |= {crop for _, crop in run.sampler}
     run.close()
     assert drawn == crops
+
+
+def test_save_last_freq_start_epoch_and_resume_precedence(config, one_epoch, tmp_path, monkeypatch):
+    saved = []
+    real_save = engine.save_training_checkpoint
+    monkeypatch.setattr(engine, "save_training_checkpoint",
+                        lambda folder, state, keep: saved.append((state["epoch"], keep)) or real_save(folder, state, keep))
+    out = train(replace(config, output_dir=str(tmp_path / "freq"), epochs=4, save_last_freq=2, save_freq=3))
+    # last every 2 epochs (after epochs 1 and 3), a kept copy every 3 (epoch 2) and after the last one
+    assert saved == [(1, False), (2, True), (3, True)]
+    saved.clear()
+    out = train(replace(config, output_dir=str(tmp_path / "late"), start_epoch=2, epochs=3, save_freq=1))
+    assert saved == [(2, True)] and {m["epoch"] for m in read_metrics(out) if "iteration" in m} == {2}
+    # --resume takes precedence over weights_init (the published rule): the run continues
+    run = setup(replace(config, output_dir=None, resume=str(copy_run(one_epoch, tmp_path)),
+                        weights_init=str(tmp_path / "not-used")))
+    assert run.start_epoch == 1 and run.config.weights_init is None
+    run.close()

@@ -2,31 +2,15 @@
 (`{'state_dict': ...}` with exactly VQModel's keys), which a generator config's `autoenc:`
 section and `models.autoencoder.load_autoencoder` read directly."""
 import copy
-import os
 from pathlib import Path
 
-import torch
 import yaml
 
+from common.files import atomic_torch_save, atomic_write_text
 from models.autoencoder import VQModel
 
 CONFIG_NAME = "autoencoder_config.yaml"
 CHECKPOINT_NAME = "checkpoint.pth"
-
-
-def atomic_torch_save(obj, path):
-    """Write beside the target and rename: an interrupted save leaves the old file intact."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def atomic_write_text(text: str, path):
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def autoencoder_config_yaml(model_section: dict, model: VQModel, training_args: dict | None = None) -> str:
@@ -45,6 +29,6 @@ def write_autoencoder(model: VQModel, model_section: dict, output_dir, training_
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    atomic_torch_save({"state_dict": state_dict}, output_dir / CHECKPOINT_NAME)
-    atomic_write_text(autoencoder_config_yaml(model_section, model, training_args), output_dir / CONFIG_NAME)
+    atomic_torch_save(output_dir / CHECKPOINT_NAME, {"state_dict": state_dict})
+    atomic_write_text(output_dir / CONFIG_NAME, autoencoder_config_yaml(model_section, model, training_args))
     return output_dir

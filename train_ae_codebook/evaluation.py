@@ -1,11 +1,62 @@
 """Autoencoder evaluation: reconstruction PSNR per latent scale (with and without the
 quantizer) and codebook usage / perplexity per scale and over all scales."""
+from dataclasses import dataclass
+from pathlib import Path
+
 import torch
+from torch.utils.data import DataLoader, Subset
 
-from models.autoencoder import VQModel
+from common.config import option, recheck
+from common.distributed import resolve_device
+from models.autoencoder import VQModel, load_autoencoder
+from models.checkerboard import scale_sizes
 
+from .autoencoder_files import CHECKPOINT_NAME, CONFIG_NAME
 from .codebook import perplexity
-from .images import image_at_scale
+from .images import ImageFiles, image_at_scale
+
+
+@dataclass
+class AEEvalConfig:
+    data_path: str = option("folder searched recursively for images")
+    autoenc_dir: str | None = option(f"folder with {CONFIG_NAME} and {CHECKPOINT_NAME}", None)
+    config: str | None = option("autoencoder config", None, default_text=f"<autoenc_dir>/{CONFIG_NAME}")
+    checkpoint: str | None = option("autoencoder checkpoint", None, default_text=f"<autoenc_dir>/{CHECKPOINT_NAME}")
+    img_size: int | None = option("image size", None, ge=1, default_text="the config's resolution")
+    scales: list[int] | None = option("comma-separated latent sizes; the largest must be img_size / stride", None,
+                                      ge=1, default_text="the ratio-2 pyramid down to 1")
+    batch_size: int = option("images per batch", 32, ge=1)
+    max_images: int | None = option("evaluate the first N images (sorted by path)", None, ge=1,
+                                    default_text="all")
+    num_workers: int = option("data loader worker processes", 4, ge=0)
+    device: str | None = option("cuda, cuda:N or cpu", None, default_text="cuda when available")
+    output_file: str | None = option("also write the results as JSON here", None)
+
+    def validate(self):
+        recheck(self)
+        if self.autoenc_dir is None and (self.config is None or self.checkpoint is None):
+            raise ValueError("give --autoenc_dir, or both --config and --checkpoint")
+
+
+def evaluate_files(config: AEEvalConfig) -> dict:
+    """The evaluation of `config.data_path`'s images with the autoencoder the config names."""
+    config.validate()
+    device = resolve_device(config.device)
+    folder = Path(config.autoenc_dir) if config.autoenc_dir else None
+    model = load_autoencoder(config.config or folder / CONFIG_NAME, config.checkpoint or folder / CHECKPOINT_NAME)
+    model = model.to(device)
+    img_size = config.img_size or model.config.resolution
+    if img_size % model.stride:
+        raise ValueError(f"--img_size {img_size} is not a multiple of the autoencoder stride {model.stride}")
+    grid = img_size // model.stride
+    sizes = sorted(set(config.scales)) if config.scales else scale_sizes(grid, 2.0)
+    if sizes[-1] != grid:
+        raise ValueError(f"the largest scale must be img_size / stride = {grid}, got {sizes[-1]}")
+    dataset = ImageFiles(config.data_path, img_size)
+    if config.max_images is not None:
+        dataset = Subset(dataset, range(min(config.max_images, len(dataset))))
+    loader = DataLoader(dataset, batch_size=config.batch_size, num_workers=config.num_workers)
+    return evaluate_autoencoder(model, loader, sizes, device)
 
 
 def psnr(reconstruction, target):

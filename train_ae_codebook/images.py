@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+from common.images import IMAGE_EXTENSIONS, list_images, load_rgb
 
 
 class ImageFiles(Dataset):
@@ -18,21 +18,16 @@ class ImageFiles(Dataset):
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"data folder not found: {root}")
-        self.files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        self.files = list_images(root)
         if not self.files:
-            raise ValueError(f"{root}: no image files ({', '.join(IMAGE_SUFFIXES)}) found")
+            raise ValueError(f"{root}: no image files ({', '.join(IMAGE_EXTENSIONS)}) found")
         self.img_size = img_size
 
     def __len__(self):
         return len(self.files)
 
     def __getitem__(self, i):
-        path = self.files[i]
-        try:
-            with Image.open(path) as img:
-                img = center_square(img.convert("RGB"), self.img_size)
-        except OSError as e:
-            raise ValueError(f"{path}: cannot read image ({e})") from None
+        img = center_square(load_rgb(self.files[i]), self.img_size)  # ImageError names a bad file
         pixels = torch.from_numpy(np.asarray(img, dtype=np.float32))  # (H, W, 3) in [0, 255]
         return (pixels / 127.5 - 1).permute(2, 0, 1)
 

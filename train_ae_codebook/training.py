@@ -8,7 +8,6 @@ a step derives from (seed, step), so a resumed run repeats an uninterrupted one 
 """
 import dataclasses
 import json
-import math
 from pathlib import Path
 
 import torch
@@ -16,11 +15,14 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from common.files import atomic_torch_save
+from common.lr_schedule import cosine_decay, set_lr
 from models.autoencoder import (LLAMAGEN_MODULES, AutoencoderConfig, VQModel, load_llamagen_weights,
                                 load_state_dict_strict)
+from common.distributed import resolve_device
 from models.checkpoint import load_checkpoint_file, read_config
 
-from .autoencoder_files import atomic_torch_save, write_autoencoder
+from .autoencoder_files import write_autoencoder
 from .codebook import (LatentStatistics, flat_latents, initial_codebook, perplexity, reinit_dead_codes,
                        vq_losses)
 from .images import ImageFiles, StepBatches, draw_latent_size, image_at_scale, latent_sizes, step_seed
@@ -74,7 +76,7 @@ class _Run:
     def __init__(self, config: AETrainConfig):
         config.validate()
         self.config = config
-        self.device = torch.device(config.device)
+        self.device = resolve_device(config.device)
         self.model_section, _ = read_config(config.config_path)
         self.ae_config = autoencoder_config(config)
         self.img_size = config.img_size or self.ae_config.resolution
@@ -102,7 +104,7 @@ class _Run:
 
     # ---- checkpoint-last.pth ----------------------------------------------------------
     def save_state(self, step: int):
-        atomic_torch_save({
+        atomic_torch_save(self.output_dir / CHECKPOINT_LAST, {
             "model": _trained_state(self.model, self.config.train_all),
             "optimizer": self.optimizer.state_dict(),
             "step": step,
@@ -110,7 +112,7 @@ class _Run:
             "code_statistics": self.code_stats.state_dict(),
             "run": _run_identity(self.config, self.ae_config),
             "args": self.config.to_dict(),
-        }, self.output_dir / CHECKPOINT_LAST)
+        })
 
     def load_state(self, path: Path):
         state = load_checkpoint_file(path)
@@ -130,8 +132,8 @@ class _Run:
     # ---- one step -----------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
         """Cosine decay to 0 over the steps after the codebook initialisation."""
-        progress = min(1.0, max(0.0, (step - self.config.init_steps) / (self.total_steps - self.config.init_steps)))
-        return self.config.lr * 0.5 * (1 + math.cos(math.pi * progress))
+        progress = (step - self.config.init_steps) / (self.total_steps - self.config.init_steps)
+        return cosine_decay(self.config.lr, progress)
 
     def train_step(self, x, size: int, quantized: bool) -> dict:
         """x (B, 3, size*stride, size*stride). Returns 0-dim tensors (no host sync)."""
@@ -203,8 +205,7 @@ class _Run:
         progress = tqdm(total=self.total_steps, initial=self.start_step, desc="train_ae", disable=None)
         try:
             for step, imgs in enumerate(loader, start=self.start_step):
-                for group in self.optimizer.param_groups:
-                    group["lr"] = self.lr_at(step)
+                set_lr(self.optimizer, self.lr_at(step))
                 size = draw_latent_size(self.sizes, cfg.seed, step)
                 x = image_at_scale(imgs.to(self.device, non_blocking=True), size, self.model.stride)
                 for k, v in self.train_step(x, size, quantized).items():

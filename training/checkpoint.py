@@ -3,53 +3,24 @@
 An output folder holds `checkpoint-last.pth` (after every epoch), `checkpoint-<epoch>.pth` (kept
 ones), `config.yaml` (`model:` + `args:`), `args.yaml` (every option of the run) and
 `autoenc/autoencoder_config.yaml`, so that `models.load_model(folder)` works wherever the folder goes.
-Every file is written to a temporary name and renamed, so an interrupted save leaves the previous
-file intact.
+Every file is written atomically (common/files.py), so an interrupted save leaves the previous file
+intact.
 """
 import copy
-import os
-import shutil
 from pathlib import Path
 
 import torch
 import yaml
 
-from models.checkpoint import checkpoint_paths, load_checkpoint_file, resolve_path
+from common.files import atomic_copy, atomic_torch_save, atomic_write_text
+from models.autoencoder import load_state_dict_strict
+from models.checkpoint import build_generator, checkpoint_paths, load_checkpoint_file, read_config, resolve_path
 
 LAST = "checkpoint-last.pth"
+# The tables with one row per position id (all scales, smallest first, then any special ids): their
+# length depends on the model's scales, everything else does not.
+POSITION_TABLES = ("embed_positions.weight", "llama.rotary_emb.position_embeddings.parametrizations.weight.original")
 AUTOENC_CONFIG = Path("autoenc") / "autoencoder_config.yaml"
-
-
-def _temporary(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp{os.getpid()}")
-
-
-def _commit(tmp: Path, path: Path):
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_torch_save(obj, path) -> Path:
-    path = Path(path)
-    tmp = _temporary(path)
-    try:
-        torch.save(obj, tmp)
-        _commit(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def atomic_write_text(path, text: str) -> Path:
-    path = Path(path)
-    tmp = _temporary(path)
-    try:
-        tmp.write_text(text)
-        _commit(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def epoch_checkpoint_name(epoch: int) -> str:
@@ -60,18 +31,9 @@ def save_training_checkpoint(output_dir, state: dict, keep: bool) -> Path:
     """Write checkpoint-last.pth; with `keep`, also checkpoint-<state['epoch']>.pth (a hard link
     to the same bytes where the file system allows, else a copy)."""
     output_dir = Path(output_dir)
-    last = atomic_torch_save(state, output_dir / LAST)
+    last = atomic_torch_save(output_dir / LAST, state)
     if keep:
-        kept = output_dir / epoch_checkpoint_name(state["epoch"])
-        tmp = _temporary(kept)
-        try:
-            try:
-                os.link(last, tmp)
-            except OSError:
-                shutil.copyfile(last, tmp)
-            _commit(tmp, kept)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_copy(last, output_dir / epoch_checkpoint_name(state["epoch"]))
     return last
 
 
@@ -115,3 +77,55 @@ def write_run_config(output_dir, model_section: dict, recipe: dict, all_args: di
     atomic_write_text(output_dir / "config.yaml", yaml.safe_dump({"model": model_section, "args": recipe},
                                                                  sort_keys=False))
     atomic_write_text(output_dir / "args.yaml", yaml.safe_dump(all_args, sort_keys=False))
+
+
+def checkpoint_scale_sizes(checkpoint_path) -> list[int]:
+    """The scales of the model a checkpoint was trained with, from the config.yaml beside it."""
+    _, config_path = checkpoint_paths(checkpoint_path)
+    model_section, _ = read_config(config_path)
+    with torch.device("meta"):
+        model = build_generator(model_section, config_path.parent, load_autoencoder_weights=False,
+                                source=str(config_path))
+    return list(model.scale_sizes)
+
+
+def _scale_offsets(scales) -> dict:
+    """scale size -> its first position id (ids run over the scales, smallest first)."""
+    scales = list(scales)
+    return {s: sum(t * t for t in scales[:i]) for i, s in enumerate(scales)}
+
+
+def remap_positions(source: torch.Tensor, source_scales, target: torch.Tensor, target_scales) -> torch.Tensor:
+    """`target` (a position table of a model with `target_scales`) with the rows of every scale both models
+    have, and the special rows after the scales, taken from `source`; rows of other scales are kept."""
+    extra = source.shape[0] - sum(s * s for s in source_scales)
+    if extra != target.shape[0] - sum(s * s for s in target_scales) or extra < 0:
+        raise ValueError(f"position table of {source.shape[0]} rows does not fit scales {list(source_scales)}")
+    src_at, dst_at = _scale_offsets(source_scales), _scale_offsets(target_scales)
+    out = target.clone()
+    for s in set(source_scales) & set(target_scales):
+        out[dst_at[s]:dst_at[s] + s * s] = source[src_at[s]:src_at[s] + s * s]
+    if extra:
+        out[-extra:] = source[-extra:]
+    return out
+
+
+def init_weights_from(model, state: dict, checkpoint_path) -> list[str]:
+    """Load a checkpoint's model weights to start a new run. A model with other scales (e.g. L-4x from
+    L-2x) differs only in its position tables: those get the rows of the scales both models have and keep
+    their initialisation elsewhere. Returns the names of the tables copied that way."""
+    own = model.state_dict()
+    different = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if not different:
+        load_state_dict_strict(model, state, str(checkpoint_path))
+        return []
+    others = [k for k in different if k not in POSITION_TABLES]
+    if others:
+        raise ValueError(f"{checkpoint_path}: weights_init needs the same architecture; {others[0]} has shape "
+                         f"{list(state[others[0]].shape)} there but {list(own[others[0]].shape)} here")
+    source_scales = checkpoint_scale_sizes(checkpoint_path)
+    merged = dict(state)
+    for key in different:
+        merged[key] = remap_positions(state[key], source_scales, own[key], list(model.scale_sizes))
+    load_state_dict_strict(model, merged, str(checkpoint_path))
+    return different

@@ -1,150 +1,182 @@
-"""The training configuration: the `args:` section of a config file plus command-line overrides."""
+"""The training configuration: the `args:` section of a config file plus command-line overrides.
+
+Keys are the published implementation's (main.py's get_args_parser), with its defaults, so that a
+published config means the same here; our earlier names are aliases. Options the published code does
+not have (compile, precision, grad_checkpointing, the token-cache settings, ...) follow them.
+"""
 import argparse
 import dataclasses
-import types
-import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from common.config import ConfigError, Layer, add_arguments, make, option, yaml_section
 from models.checkpoint import checkpoint_paths, read_config
+from training.data import DATASETS, dataset_for_path
 
 LR_SCHEDULES = ("constant", "step", "cosine")
+OPTIMIZERS = ("adamw", "adam")
 PRECISIONS = ("bf16", "fp16", "fp32")
 DEVICES = ("cuda", "cpu")
+BLR_BATCH = 256  # lr = blr x batch / 256 when lr is not given
 # Keys that describe one run rather than the recipe: left out of the `args:` section written to
 # an output folder's config.yaml, so that training again from that file starts a new run.
-RUN_ONLY_KEYS = ("config", "output_dir", "resume", "weights_init", "create_cache", "device")
-
-
-def _help(text: str, choices=None, **kwargs):
-    return field(metadata={"help": text, "choices": choices}, **kwargs)
+RUN_ONLY_KEYS = ("config", "output_dir", "resume", "weights_init", "create_cache", "device", "start_epoch",
+                 "world_size", "local_rank")
 
 
 @dataclass
 class TrainConfig:
-    config: str | None = _help("YAML file with `model:` and `args:` sections (default with --resume: the "
-                               "resumed folder's config.yaml)", default=None)
-    # data
-    data_path: str | None = _help("ImageFolder root; training images are read from <data_path>/train", default=None)
-    output_dir: str | None = _help("folder for checkpoints, config.yaml, args.yaml, logs and samples "
-                                   "(default with --resume: the resumed folder)", default=None)
-    device: str | None = _help("cuda or cpu (default: cuda when available)", DEVICES, default=None)
-    seed: int = _help("seeds data order, crops, regularisers and samples", default=0)
-    mirrored_crops: bool = _help("draw the five mirrored crops of the ten too (turn off where mirroring "
-                                 "changes what an image shows, e.g. digits)", default=True)
-    num_workers: int = _help("data loader worker processes", default=8)
-    pin_mem: bool = _help("pin host memory for faster host-to-GPU copies", default=True)
-    progress: bool = _help("show tqdm progress bars", default=True)
-    # token cache
-    create_cache: bool = _help("encode every image's ten crops at all scales into the token cache "
-                               "(resumable), then stop unless --use_cache is given", default=False)
-    use_cache: bool = _help("train from the token cache instead of encoding images on the fly", default=False)
-    cache_path: str | None = _help("token cache folder (default: <data_path>/token_cache_<size>px_<scales>)",
-                                   default=None)
-    cache_shard_size: int = _help("images per cache shard (the unit of resuming an interrupted --create_cache)",
-                                  default=10000)
-    cache_batch_size: int = _help("images per encoder batch while creating the cache (each gives ten crops)",
-                                  default=32)
-    # optimisation
-    batch_size: int = _help("images per process and iteration (effective batch: batch_size x accum_iter x "
-                            "processes)", default=64)
-    accum_iter: int = _help("iterations whose gradients are accumulated into one optimizer step", default=1)
-    epochs: int = _help("total epochs; an epoch is one pass over the images (one random crop of each)",
-                        default=100)
-    lr: float = _help("peak learning rate", default=1e-4)
-    lr_schedule: str = _help("applied per iteration after the warm-up", LR_SCHEDULES, default="constant")
-    lr_steps: list[int] = _help("epochs at which the step schedule multiplies the rate by lr_gamma",
-                                default_factory=list)
-    lr_gamma: float = _help("factor of each step of the step schedule", default=0.1)
-    min_lr: float = _help("final rate of the cosine schedule", default=0.0)
-    warmup_epochs: float = _help("linear warm-up from 0, in epochs", default=1.0)
-    weight_decay: float = _help("AdamW weight decay of >= 2-D weights (never biases or 1-D parameters)",
-                                default=0.01)
-    betas: list[float] = _help("AdamW betas", default_factory=lambda: [0.9, 0.95])
-    grad_clip: float = _help("clip the gradient norm to this value (0: no clipping, norm still logged)",
-                             default=3.0)
-    precision: str = _help("autocast precision on GPU (the CPU trains in fp32)", PRECISIONS, default="bf16")
-    compile: bool = _help("torch.compile the training forward", default=False)
-    grad_checkpointing: bool = _help("selective activation checkpointing: keep the outputs of matrix products and "
-                                     "attention, recompute the elementwise rest in the backward pass (less than "
-                                     "half the activation memory, the same gradients, some extra time)",
-                                     default=False)
-    ema: bool = _help("keep an exponential moving average of the weights (saved as model_ema)", default=True)
-    ema_rate: float = _help("EMA decay per optimizer step", default=0.9999)
-    # checkpoints
-    resume: str | None = _help("checkpoint file or folder to continue from (model, EMA, optimizer, scaler, "
-                               "epoch, data order)", default=None)
-    weights_init: str | None = _help("checkpoint file or folder whose model weights start a new run", default=None)
-    save_freq: int = _help("write checkpoint-<epoch>.pth every this many epochs and after the last one "
-                           "(checkpoint-last.pth is written after every epoch)", default=10)
-    # logging
-    log_freq: int = _help("iterations between logged (host-synchronised) training statistics", default=100)
-    # inline evaluation
-    eval_freq: int = _help("epochs between sample grids and inline FID/IS (0: never)", default=10)
-    eval_num_samples: int = _help("samples for inline FID/IS", default=10000)
-    eval_batch_size: int = _help("samples per generation batch and process", default=64)
-    eval_grid_samples: int = _help("samples in the logged image grid", default=32)
-    eval_reference_data_path: str | None = _help("reference images for inline FID/IS: a folder of images "
-                                                 "(searched recursively) or an .npz with arr_0", default=None)
-    eval_inception_weights: str | None = _help("torch-fidelity Inception weights file (default: torch hub's "
-                                               "checkpoints folder); without it inline FID/IS is skipped",
-                                               default=None)
-    cfg: float = _help("classifier-free guidance weight of inline samples", default=2.0)
-    cfg_start_step: int = _help("first step that uses guidance", default=5)
-    steps_per_scale: int = _help("sampling steps per scale", default=4)
-    temperature: float = _help("sampling temperature", default=1.0)
+    config: str | None = option("YAML file with `model:` and `args:` sections", None, metavar="FILE",
+                                default_text="with --resume, the resumed folder's config.yaml")
+    # ---- data
+    data_path: str = option("training data: an ImageFolder root (images in <data_path>/train/<class>/), or "
+                            "torchvision's CelebA or Food101 layout (see --dataset)", "./data/imagenet")
+    dataset: str | None = option("how data_path is laid out", None, choices=DATASETS,
+                                 default_text="celeba if the data folder is named celeba, food101 if named "
+                                              "food101, else imagefolder (the published rule)")
+    mirrored_crops: bool = option("draw the five mirrored crops of the ten too (turn off where mirroring "
+                                  "changes what an image shows, e.g. digits)", True)
+    num_workers: int = option("data loader worker processes", 4, ge=0)
+    pin_mem: bool = option("pin host memory for faster host-to-GPU copies", True, negative_aliases=("no_pin_mem",))
+    # ---- output
+    output_dir: str | None = option("folder for checkpoints, config.yaml, args.yaml, logs and samples", None,
+                                    default_text="with --resume, the resumed folder; else a new "
+                                                 "<output_root>/<date-time>-<random id>")
+    output_root: str = option("where runs without --output_dir get their new folder", "./outputs")
+    log_dir: str | None = option("TensorBoard event folder", None, default_text="<output_dir>/tensorboard")
+    progress: bool = option("show tqdm progress bars", True)
+    log_freq: int = option("iterations between logged (host-synchronised) training statistics", 100, ge=1)
+    # ---- placement
+    device: str | None = option("cuda or cpu", None, choices=DEVICES, default_text="cuda when available")
+    seed: int = option("seeds the initial weights, data order, crops, regularisers and samples", 1)
+    world_size: int = option("accepted for published configs; the process count is torchrun's WORLD_SIZE",
+                             1, ge=1, aliases=("world-size",))
+    local_rank: int = option("accepted for torch.distributed.launch; the GPU is torchrun's LOCAL_RANK", -1,
+                             aliases=("local-rank",))
+    dist_url: str = option("process-group initialisation: only env:// (torchrun's environment) is supported",
+                           "env://")
+    dist_on_itp: bool = option("OpenMPI-launched processes: not supported (launch with torchrun); true is "
+                               "refused", False)
+    # ---- token cache
+    create_cache: bool = option("encode every image's ten crops at all scales into the token cache "
+                                "(resumable), then stop unless --use_cache is given", False)
+    use_cache: bool = option("train from the token cache instead of encoding images on the fly", False)
+    cached_path: str = option("root folder of token caches: a cache is <cached_path>/<dataset name>/train/"
+                              "token_cache_<size>px_<scales>", "./data/cached")
+    cache_path: str | None = option("the token cache folder itself, instead of the one under cached_path", None)
+    cache_shard_size: int = option("images per cache shard (the unit of resuming an interrupted --create_cache)",
+                                   10000, ge=1)
+    cache_batch_size: int = option("images per encoder batch while creating the cache (each gives ten crops)",
+                                   32, ge=1)
+    # ---- optimisation
+    batch_size: int = option("images per process and iteration (effective batch: batch_size x "
+                             "grad_accum_steps x processes)", 16, ge=1)
+    grad_accum_steps: int = option("iterations whose gradients are accumulated into one optimizer step", 1, ge=1,
+                                   aliases=("accum_iter",))
+    epochs: int = option("total epochs; an epoch is one pass over the images (one random crop of each)", 100,
+                         ge=1)
+    start_epoch: int = option("first epoch of a new run (the schedule counts from it); --resume continues at "
+                              "the checkpoint's next epoch instead", 0, ge=0)
+    optimizer: str = option("adamw, or adam (whose weight decay is an L2 term in the gradient)", "adamw",
+                            choices=OPTIMIZERS)
+    lr: float | None = option("peak learning rate", None, ge=0,
+                              default_text="blr x batch_size x processes / 256")
+    blr: float = option("base learning rate, used when lr is not given: lr = blr x batch_size x processes / "
+                        "256 (gradient accumulation does not enter, as in the published code)", 2e-4, ge=0)
+    lr_schedule: str = option("applied per iteration after the warm-up", "constant", choices=LR_SCHEDULES)
+    lr_step_epochs: list[int] = option("epochs at which the step schedule multiplies the rate by lr_step_factor",
+                                       [], ge=0, aliases=("lr_steps",))
+    lr_step_factor: float = option("factor of each step of the step schedule", 0.1, gt=0, aliases=("lr_gamma",))
+    min_lr: float = option("final rate of the cosine schedule", 5e-6, ge=0)
+    warmup_epochs: float = option("linear warm-up from 0, in epochs", 0.0, ge=0)
+    weight_decay: float = option("weight decay of >= 2-D weights (never biases or 1-D parameters)", 0.02, ge=0)
+    betas: list[float] = option("Adam(W) betas", [0.9, 0.95], ge=0, lt=1)
+    clip_grad: float | None = option("clip the gradient norm to this value (none or 0: no clipping; the norm is "
+                                     "logged either way)", None, ge=0, aliases=("grad_clip",))
+    precision: str = option("autocast precision on GPU (the CPU trains in fp32)", "bf16", choices=PRECISIONS)
+    compile: bool = option("torch.compile the training forward", False)
+    grad_checkpointing: bool = option("selective activation checkpointing: keep the outputs of matrix products "
+                                      "and attention, recompute the elementwise rest in the backward pass (less "
+                                      "than half the activation memory, the same gradients, some extra time)",
+                                      False)
+    ema: bool = option("keep an exponential moving average of the weights (saved as model_ema)", False)
+    ema_rate: float = option("EMA decay per optimizer step", 0.9999, ge=0, lt=1)
+    # ---- checkpoints
+    resume: str | None = option("checkpoint file or folder to continue from (model, EMA, optimizer, scaler, "
+                                "epoch, data order); takes precedence over weights_init", None)
+    weights_init: str | None = option("checkpoint file or folder whose model weights start a new run (position "
+                                      "tables of another scale ratio are copied for the scales both have)", None)
+    save_last_freq: int = option("write checkpoint-last.pth every this many epochs and after the last one", 1,
+                                 ge=1)
+    save_freq: int = option("also keep checkpoint-<epoch>.pth every this many epochs and after the last one", 10,
+                            ge=1)
+    # ---- inline evaluation
+    eval_freq: int = option("epochs between sample grids and inline FID/IS, and after the last epoch "
+                            "(0: never)", 0, ge=0)
+    eval_num_samples: int = option("samples for inline FID/IS", 10000, ge=0)
+    eval_batch_size: int | None = option("samples per generation batch and process", None, ge=1,
+                                         default_text="batch_size")
+    eval_grid_samples: int = option("samples in the logged image grid", 32, ge=0)
+    eval_reference_data_path: str | None = option(
+        "reference images for inline FID/IS: a folder of images (searched recursively) or an .npz with arr_0",
+        None, default_text="<data_path>/eval_reference/<img_size> if that folder exists (the published layout), "
+                           "else no inline FID/IS")
+    eval_inception_weights: str | None = option("torch-fidelity Inception weights file; without it inline "
+                                                "FID/IS is skipped", None,
+                                                default_text="torch hub's checkpoints folder")
+    samples_output_dir: str | None = option("folder for the inline evaluation's sample files", None,
+                                            default_text="output_dir")
+    keep_samples: int = option("non-zero: keep the inline evaluation's samples (all of them, as the published "
+                               "code does) as samples_ep<epoch>_cfg<cfg>/rank<r>.npy", 0, ge=0)
+    samples_only: bool = option("inline evaluation draws the samples but computes no FID/IS", False)
+    cfg: list[float] = option("classifier-free guidance weight of inline samples; several values: FID/IS for "
+                              "each (the grid uses the first)", [2.0], ge=0)
+    cfg_start_step: int = option("first step that uses guidance", 5, ge=0)
+    steps_per_scale: int = option("sampling steps per scale of inline samples", 4, ge=1)
+    temperature: float = option("sampling temperature", 1.0, ge=0)
 
     # ---- construction ------------------------------------------------------------------------
     @classmethod
-    def from_sources(cls, args_section: dict, overrides: dict | None = None, source: str = "config") -> "TrainConfig":
-        """Defaults, then the `args:` section (checked against the known keys), then `overrides`."""
-        hints = typing.get_type_hints(cls)
-        values = {}
-        for key, value in (args_section or {}).items():
-            if key not in hints or key == "config":
-                raise ValueError(f"{source}: unknown key 'args.{key}'")
-            values[key] = _coerce(value, hints[key], f"{source}: args.{key}")
-        for key, value in (overrides or {}).items():
-            if key not in hints:
-                raise ValueError(f"unknown training option '{key}'")
-            values[key] = _coerce(value, hints[key], f"option {key}")
-        config = cls(**values)
-        config.validate()
-        return config
+    def from_sources(cls, args_section: dict, overrides: dict | None = None, source: str = "config",
+                     command_line: bool = False) -> "TrainConfig":
+        """Defaults, then the `args:` section of `source`, then `overrides` (keyword arguments, or the
+        options given on the command line)."""
+        section = yaml_section(args_section, source, "args")
+        if "config" in section.values:  # a config file naming another config file: refused
+            raise ConfigError(f"{source}: unknown key 'args.config'")
+        return make(cls, section, Layer(overrides or {}, None, "--" if command_line else "", from_text=command_line))
 
     @classmethod
-    def load(cls, config_path=None, **overrides) -> "TrainConfig":
+    def load(cls, config_path=None, command_line: bool = False, **overrides) -> "TrainConfig":
         """From a config file (or, with `resume=`, the resumed folder's config.yaml) and overrides."""
         if config_path is None and overrides.get("resume"):
             _, config_path = checkpoint_paths(overrides["resume"])
         if config_path is None:
             raise ValueError("no config: pass --config FILE (or --resume a run folder)")
         _, args_section = read_config(config_path)
-        return cls.from_sources(args_section, {**overrides, "config": str(config_path)}, str(config_path))
+        return cls.from_sources(args_section, {**overrides, "config": str(config_path)}, str(config_path),
+                                command_line)
 
     def validate(self):
-        _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
-        _choice("precision", self.precision, PRECISIONS)
-        if self.device is not None:
-            _choice("device", self.device, DEVICES)
-        for name in ("batch_size", "accum_iter", "epochs", "log_freq", "save_freq", "cache_shard_size",
-                     "cache_batch_size", "eval_batch_size", "steps_per_scale"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("num_workers", "eval_freq", "eval_num_samples", "eval_grid_samples", "cfg_start_step"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("lr", "min_lr", "weight_decay", "warmup_epochs", "grad_clip", "cfg", "temperature"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not 0 <= self.ema_rate < 1:
-            raise ValueError(f"ema_rate must be in [0, 1), got {self.ema_rate}")
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            raise ValueError(f"betas must be two values in [0, 1), got {self.betas}")
-        if self.lr_gamma <= 0:
-            raise ValueError(f"lr_gamma must be > 0, got {self.lr_gamma}")
-        if self.resume and self.weights_init:
-            raise ValueError("pass either --resume (continue a run) or --weights_init (new run), not both")
+        if self.dist_on_itp:
+            raise ConfigError("dist_on_itp: OpenMPI-launched runs are not supported here; launch with torchrun "
+                              "(and leave dist_on_itp false)")
+        if self.dist_url != "env://":
+            raise ConfigError(f"dist_url must be env:// (torchrun's environment), got {self.dist_url!r}")
+        if len(self.betas) != 2:
+            raise ConfigError(f"betas must be two values, got {self.betas}")
+        if not self.cfg:
+            raise ConfigError("cfg needs at least one guidance value")
+
+    # ---- derived values ------------------------------------------------------------------------
+    def resolved_lr(self, world_size: int) -> float:
+        """lr, or blr x batch_size x processes / 256 when lr is not given (the published rule)."""
+        if self.lr is not None:
+            return self.lr
+        return self.blr * self.batch_size * world_size / BLR_BATCH
+
+    def resolved_dataset(self) -> str:
+        return self.dataset or dataset_for_path(self.data_path)
 
     # ---- records -----------------------------------------------------------------------------
     def as_dict(self) -> dict:
@@ -158,76 +190,15 @@ class TrainConfig:
         """The `args:` section for an output folder's config.yaml."""
         return {k: v for k, v in self.as_dict().items() if k not in RUN_ONLY_KEYS}
 
-    def resolved_output_dir(self) -> Path:
+    def resolved_output_dir(self) -> Path | None:
+        """output_dir, else the resumed folder; None: a new folder under output_root is to be made."""
         if self.output_dir:
             return Path(self.output_dir)
         if self.resume:
             return checkpoint_paths(self.resume)[0].parent
-        raise ValueError("no output folder: pass --output_dir DIR")
-
-
-def _choice(name, value, choices):
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
-
-
-def _coerce(value, hint, where):
-    """A YAML or Python value as the field's type; YAML reads `1e-4` as a string, hence str -> float."""
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        if value is None:
-            return None
-        hint = _non_optional(hint)
-    if typing.get_origin(hint) is list:
-        (item,) = typing.get_args(hint)
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{where} must be a list of {item.__name__}, got {value!r}")
-        return [_coerce(v, item, where) for v in value]
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise ValueError(f"{where} must be true or false, got {value!r}")
-    if hint is str:
-        if isinstance(value, (str, Path)):
-            return str(value)
-        raise ValueError(f"{where} must be a string, got {value!r}")
-    if hint in (int, float) and not isinstance(value, bool):
-        try:
-            number = float(value) if isinstance(value, str) else value
-            if hint is int:
-                if float(number) != int(number):
-                    raise ValueError
-                return int(number)
-            return float(number)
-        except (TypeError, ValueError, OverflowError):
-            pass
-    raise ValueError(f"{where} must be {'an integer' if hint is int else 'a number'}, got {value!r}")
-
-
-def _non_optional(hint):
-    """`X | None` -> X; other hints unchanged."""
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return next(a for a in typing.get_args(hint) if a is not type(None))
-    return hint
+        return None
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """One `--key` per TrainConfig field; only options given on the command line appear in the result."""
-    hints = typing.get_type_hints(TrainConfig)
-    for f in dataclasses.fields(TrainConfig):
-        hint = hints[f.name]
-        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-        help_text = f.metadata["help"] + ("" if default is None or f.name == "config" else f" (default: {default})")
-        kwargs = {"default": argparse.SUPPRESS, "help": help_text.replace("%", "%%")}
-        if f.metadata.get("choices"):
-            kwargs["choices"] = f.metadata["choices"]
-        base = _non_optional(hint)
-        if base is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif typing.get_origin(base) is list:
-            kwargs.update(nargs="*", type=typing.get_args(base)[0])
-        else:
-            kwargs["type"] = base
-        if f.name == "config":
-            kwargs["metavar"] = "FILE"
-        parser.add_argument(f"--{f.name}", **kwargs)
-    return parser
+    return add_arguments(parser, TrainConfig)

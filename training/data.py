@@ -2,8 +2,9 @@
 
 Items are addressed by (image index, crop index) pairs that `CropSampler` draws per epoch from the
 run's seed, so the data order and the crops are reproducible and a resumed run sees exactly what an
-uninterrupted one would. Undecodable images are skipped and reported, never fatal.
+uninterrupted one would. Images that common/images.py cannot read are skipped and reported, never fatal.
 """
+import json
 import math
 import os
 from pathlib import Path
@@ -14,11 +15,13 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler, default_collate
 
+from common.images import IMAGE_EXTENSIONS, ImageError, list_images, load_rgb
+
 CROP_MARGIN = 1.1  # the centre crop keeps 1.1 x the training size so the ten crops differ
 NUM_CROPS = 10
-# torchvision's ImageFolder extensions; torchvision itself is not imported (it pulls in
-# torch._dynamo: seconds of start-up for every training process)
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+DATASETS = ("imagefolder", "celeba", "food101")
+NO_LABEL = -1  # the label of every image of a dataset without classes (CelebA)
+CELEBA_TRAIN = "0"  # list_eval_partition.txt: 0 train, 1 valid, 2 test
 
 
 def center_crop_arr(pil_image: Image.Image, image_size: int) -> Image.Image:
@@ -52,11 +55,6 @@ def to_model_range(pil_image: Image.Image) -> torch.Tensor:
     return pixels.permute(2, 0, 1).float().div(127.5).sub(1.0)  # (3, H, W) in [-1, 1]
 
 
-def load_rgb(path) -> Image.Image:
-    with Image.open(path) as img:
-        return img.convert("RGB")
-
-
 class Skipped(NamedTuple):
     """Stands in for an image that could not be decoded."""
 
@@ -80,24 +78,99 @@ def image_folder_samples(root, num_classes: int | None = None) -> tuple[list, li
                          f"{num_classes}")
     samples = []
     for label, name in enumerate(classes):
-        found = [os.path.join(folder, f) for folder, _, files in sorted(os.walk(root / name, followlinks=True))
-                 for f in sorted(files) if f.lower().endswith(IMG_EXTENSIONS)]
+        found = list_images(root / name)
         if not found:
-            raise FileNotFoundError(f"{root / name}: no images ({', '.join(IMG_EXTENSIONS)})")
-        samples += [(path, label) for path in found]
+            raise FileNotFoundError(f"{root / name}: no images ({', '.join(IMAGE_EXTENSIONS)})")
+        samples += [(str(path), label) for path in found]
     if not samples:
         raise FileNotFoundError(f"{root}: no class folders with images")
     return classes, samples
 
 
-class TenCropImageFolder(Dataset):
-    """ImageFolder whose item (index, crop) is crop `crop` of image `index`; item `index` alone is
-    all ten crops (10, 3, H, W) with the label and index (for the token cache)."""
+def dataset_for_path(data_path) -> str:
+    """The published rule: a data folder named `celeba` holds torchvision's CelebA, one named `food101`
+    torchvision's Food101; anything else is an ImageFolder root with a train/ split."""
+    name = Path(os.path.abspath(data_path)).name
+    return name if name in ("celeba", "food101") else "imagefolder"
 
-    def __init__(self, root, image_size: int, num_classes: int | None = None):
+
+def image_root(data_path, dataset: str) -> Path:
+    """The folder a dataset's images are listed from: <data_path>/train for an ImageFolder, else data_path
+    (CelebA: the folder holding img_align_celeba/; Food101: the folder holding food-101/)."""
+    return Path(data_path) / "train" if dataset == "imagefolder" else Path(data_path)
+
+
+def celeba_samples(root, num_classes: int | None = None) -> tuple[None, list]:
+    """(None, [(path, NO_LABEL)]) of the training split of torchvision's CelebA layout:
+    <root>/list_eval_partition.txt and <root>/img_align_celeba/<image>. CelebA has no classes."""
+    root = Path(root)
+    if num_classes is not None:
+        raise ValueError(f"{root}: CelebA has no class labels, but the config's model.class_cond is true "
+                         f"(set class_cond: false and num_classes: 0 for an unconditional model)")
+    partition = root / "list_eval_partition.txt"
+    if not partition.is_file():
+        raise FileNotFoundError(f"CelebA partition file not found: {partition} (expected torchvision's layout: "
+                                f"<data_path>/list_eval_partition.txt and <data_path>/img_align_celeba/)")
+    samples = []
+    for number, line in enumerate(partition.read_text().splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2:
+            raise ValueError(f"{partition}, line {number}: expected '<image> <partition>', got {line!r}")
+        if fields[1] == CELEBA_TRAIN:
+            samples.append((str(root / "img_align_celeba" / fields[0]), NO_LABEL))
+    if not samples:
+        raise FileNotFoundError(f"{partition}: no training images (partition 0)")
+    return None, samples
+
+
+def food101_samples(root, num_classes: int | None = None) -> tuple[list, list]:
+    """(class names, [(path, label)]) of the training split of torchvision's Food101 layout:
+    <root>/food-101/meta/train.json ({class: ["class/image", ...]}) and <root>/food-101/images/."""
+    base = Path(root) / "food-101"
+    meta = base / "meta" / "train.json"
+    if not meta.is_file():
+        raise FileNotFoundError(f"Food101 split file not found: {meta} (expected torchvision's layout: "
+                                f"<data_path>/food-101/meta/train.json and <data_path>/food-101/images/)")
+    try:
+        listing = json.loads(meta.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{meta}: not valid JSON ({e})") from None
+    if not isinstance(listing, dict) or not all(isinstance(v, list) for v in listing.values()):
+        raise ValueError(f"{meta}: expected a mapping of class names to lists of images")
+    classes = sorted(listing)
+    if num_classes is not None and len(classes) != num_classes:
+        raise ValueError(f"{meta} has {len(classes)} classes but the config's model.num_classes is {num_classes}")
+    label_of = {name: label for label, name in enumerate(classes)}
+    # torchvision's order: the file's classes in the file's order, each class's images as listed
+    samples = [(str(base / "images" / f"{image}.jpg"), label_of[name])
+               for name, images in listing.items() for image in images]
+    if not samples:
+        raise FileNotFoundError(f"{meta}: no training images")
+    return classes, samples
+
+
+def dataset_samples(root, dataset: str = "imagefolder", num_classes: int | None = None) -> tuple[list | None, list]:
+    """(class names or None, [(path, label)]) of a dataset's training images."""
+    if dataset == "celeba":
+        return celeba_samples(root, num_classes)
+    if dataset == "food101":
+        return food101_samples(root, num_classes)
+    if dataset != "imagefolder":
+        raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
+    return image_folder_samples(root, num_classes)
+
+
+class TenCropImageFolder(Dataset):
+    """Training images (an ImageFolder, or CelebA / Food101 laid out as torchvision expects: see
+    `dataset_samples`) whose item (index, crop) is crop `crop` of image `index`; item `index` alone is all
+    ten crops (10, 3, H, W) with the label and index (for the token cache)."""
+
+    def __init__(self, root, image_size: int, num_classes: int | None = None, dataset: str = "imagefolder"):
         self.root = Path(root)
         self.image_size = image_size
-        self.classes, self.samples = image_folder_samples(root, num_classes)
+        self.classes, self.samples = dataset_samples(root, dataset, num_classes)
 
     def __len__(self):
         return len(self.samples)
@@ -107,7 +180,7 @@ class TenCropImageFolder(Dataset):
         path, label = self.samples[index]
         try:
             img = load_rgb(path)
-        except (OSError, ValueError, Image.DecompressionBombError):
+        except ImageError:
             return Skipped(path)
         crops = ten_crops(img, self.image_size)
         if crop is None:

@@ -7,7 +7,9 @@ every epoch start, which is what makes a resumed run repeat an uninterrupted one
 """
 import logging
 import math
+import os
 import time
+from datetime import datetime
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,12 +24,12 @@ from models.autoencoder import load_state_dict_strict
 from models.checkpoint import build_generator, read_config
 from models.generator import CheckerboardGenerator
 from common import distributed as dist_util
-from training.checkpoint import (LAST, load_training_checkpoint, portable_model_section, save_training_checkpoint,
-                             training_state, write_run_config)
-from training.data import NUM_CROPS, Batch, CropSampler, TenCropImageFolder, collate_skipping, epoch_seed
+from training.checkpoint import (LAST, init_weights_from, load_training_checkpoint, portable_model_section,
+                                 save_training_checkpoint, training_state, write_run_config)
+from training.data import NUM_CROPS, Batch, CropSampler, TenCropImageFolder, collate_skipping, epoch_seed, image_root
 from training.ema import EMA
 from training.inline_eval import InlineEvaluator, SampleSettings
-from training.lr_schedule import LRSchedule, set_lr
+from common.lr_schedule import LRSchedule, set_lr
 from training.metrics_log import MetricsLog
 from training.token_cache import TokenCacheDataset, cache_spec, create_token_cache, default_cache_dir
 from training.config import TrainConfig
@@ -51,7 +53,7 @@ class NonFiniteLossError(RuntimeError):
 @dataclass(frozen=True)
 class StepOptions:
     accum_iter: int = 1
-    grad_clip: float = 0.0  # 0: no clipping (the norm is still returned)
+    grad_clip: float | None = None  # None or 0: no clipping (the norm is still returned)
     amp_dtype: torch.dtype | None = None  # autocast dtype; None: full precision
     compile: bool = False  # applied by wrap_for_training
 
@@ -77,9 +79,12 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_optimizer(model: nn.Module, lr: float, weight_decay: float, betas, device) -> torch.optim.AdamW:
-    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=tuple(betas),
-                             fused=torch.device(device).type == "cuda")
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float, betas, device,
+                    kind: str = "adamw") -> torch.optim.Optimizer:
+    """AdamW (decoupled weight decay) or Adam (weight decay added to the gradient), as the published code."""
+    optimizer = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[kind]
+    return optimizer(param_groups(model, weight_decay), lr=lr, betas=tuple(betas),
+                     fused=torch.device(device).type == "cuda")
 
 
 def amp_dtype_for(precision: str, device) -> torch.dtype | None:
@@ -215,14 +220,18 @@ def _config_file(config: TrainConfig) -> Path:
 
 
 def _check_data_path(config: TrainConfig):
-    if not config.data_path:
-        raise ValueError("no training data: pass --data_path DIR (an ImageFolder with a train/ folder)")
     if not Path(config.data_path).is_dir():
         raise FileNotFoundError(f"data path not found: {config.data_path}")
 
 
+def _cache_dir(config: TrainConfig, spec) -> Path:
+    if config.cache_path:
+        return Path(config.cache_path)
+    return default_cache_dir(config.cached_path, config.data_path, spec)
+
+
 def create_cache(config: TrainConfig) -> Path:
-    """Encode <data_path>/train into the token cache (or finish an interrupted one); returns its folder."""
+    """Encode the training images into the token cache (or finish an interrupted one); returns its folder."""
     rank, world, device, owns = start_processes(config.device)
     try:
         _check_data_path(config)
@@ -231,13 +240,32 @@ def create_cache(config: TrainConfig) -> Path:
         model = build_generator(model_section, config_path.parent, source=str(config_path))
         model.autoenc.to(device)
         spec = cache_spec(model)
-        cache_dir = Path(config.cache_path) if config.cache_path else default_cache_dir(config.data_path, spec)
-        return create_token_cache(model, Path(config.data_path) / "train", cache_dir, config.cache_shard_size,
-                                  config.cache_batch_size, config.num_workers, device, rank, world,
-                                  progress=config.progress)
+        dataset = config.resolved_dataset()
+        return create_token_cache(model, image_root(config.data_path, dataset), _cache_dir(config, spec),
+                                  config.cache_shard_size, config.cache_batch_size, config.num_workers, device, rank,
+                                  world, progress=config.progress, dataset_kind=dataset)
     finally:
         if owns:
             dist_util.cleanup()
+
+
+def new_run_dir(output_root) -> Path:
+    """<output_root>/<yymmdd-HHMM>-<8 hex digits> (the published run id), drawn by process 0 and shared;
+    never an existing folder."""
+    path = None
+    if dist_util.get_rank() == 0:
+        while path is None or path.exists():
+            path = Path(output_root) / f"{datetime.now():%y%m%d-%H%M}-{os.urandom(4).hex()}"
+    return Path(dist_util.broadcast_object(str(path) if path else None))
+
+
+def inline_reference(config: TrainConfig, img_size: int) -> str | None:
+    """eval_reference_data_path, else the published layout's <data_path>/eval_reference/<img_size> when it
+    exists; None: no inline FID/IS."""
+    if config.eval_reference_data_path:
+        return config.eval_reference_data_path
+    published = Path(config.data_path) / "eval_reference" / str(img_size)
+    return str(published) if published.is_dir() else None
 
 
 def setup(config: TrainConfig) -> TrainingRun:
@@ -247,19 +275,30 @@ def setup(config: TrainConfig) -> TrainingRun:
     rank, world, device, _ = start_processes(config.device)
     config_path = _config_file(config)
     model_section, _ = read_config(config_path)
-    output_dir = config.resolved_output_dir()
     ckpt = None
     if config.resume:
         ckpt, ckpt_path = load_training_checkpoint(config.resume)
-    elif (output_dir / LAST).exists():
+        if config.weights_init and rank == 0:
+            log.info("--resume takes precedence: weights_init %s is not used", config.weights_init)
+        config = replace(config, weights_init=None)
+    output_dir = config.resolved_output_dir()
+    if output_dir is None:
+        output_dir = new_run_dir(config.output_root)
+    elif ckpt is None and (output_dir / LAST).exists():
         raise ValueError(f"{output_dir} already holds {LAST}: pass --resume {output_dir} to continue that run, "
                          f"or another --output_dir")
+    lr = config.resolved_lr(world)
+    if config.lr is None and rank == 0:
+        log.info("lr %.3g = blr %.3g x batch_size %d x %d processes / 256", lr, config.blr, config.batch_size, world)
+    config = replace(config, output_dir=str(output_dir), lr=lr)
     torch.manual_seed(config.seed)  # the initial weights
     model = build_generator(model_section, config_path.parent, source=str(config_path),
                             load_autoencoder_weights=not (config.resume or config.weights_init))
     if config.weights_init:
         init, init_path = load_training_checkpoint(config.weights_init)
-        load_state_dict_strict(model, init["model"], str(init_path))
+        remapped = init_weights_from(model, init["model"], init_path)
+        if remapped and rank == 0:
+            log.info("weights_init %s: %s copied for the scales both models have", init_path, ", ".join(remapped))
     if ckpt is not None:
         load_state_dict_strict(model, ckpt["model"], str(ckpt_path))
 
@@ -268,11 +307,11 @@ def setup(config: TrainConfig) -> TrainingRun:
         spec = cache_spec(model)
         if not config.cache_path:
             _check_data_path(config)
-        cache_dir = Path(config.cache_path) if config.cache_path else default_cache_dir(config.data_path, spec)
-        dataset = TokenCacheDataset(cache_dir, spec, num_classes)
+        dataset = TokenCacheDataset(_cache_dir(config, spec), spec, num_classes)
     else:
         _check_data_path(config)
-        dataset = TenCropImageFolder(Path(config.data_path) / "train", model.cfg.img_size, num_classes)
+        kind = config.resolved_dataset()
+        dataset = TenCropImageFolder(image_root(config.data_path, kind), model.cfg.img_size, num_classes, kind)
     # Of the ten crops the first five are unmirrored (training/data.py), so five means "no mirroring".
     sampler = CropSampler(len(dataset), NUM_CROPS if config.mirrored_crops else NUM_CROPS // 2, config.seed, rank,
                           world)
@@ -282,19 +321,21 @@ def setup(config: TrainConfig) -> TrainingRun:
     if len(loader) == 0:
         raise ValueError(f"{len(dataset)} training images give no full batch of {config.batch_size} per process "
                          f"({world} processes): lower --batch_size")
-    settings = SampleSettings(config.cfg, config.cfg_start_step, config.steps_per_scale, config.temperature,
-                              config.seed, config.eval_batch_size)
+    settings = SampleSettings(config.cfg[0], config.cfg_start_step, config.steps_per_scale, config.temperature,
+                              config.seed, config.eval_batch_size or config.batch_size)
     evaluator = InlineEvaluator(output_dir, settings, config.eval_num_samples, config.eval_grid_samples,
-                                config.eval_reference_data_path, config.eval_inception_weights, rank, world)
+                                inline_reference(config, model.cfg.img_size), config.eval_inception_weights, rank,
+                                world, guidance=tuple(config.cfg), samples_dir=config.samples_output_dir,
+                                keep_samples=bool(config.keep_samples), samples_only=config.samples_only)
 
     place_model(model, device, encoder_on_device=not config.use_cache)
     model.train()
     model.llama.grad_checkpointing = config.grad_checkpointing
     ema = EMA(model, config.ema_rate) if config.ema else None
-    optimizer = build_optimizer(model, config.lr, config.weight_decay, config.betas, device)
+    optimizer = build_optimizer(model, config.lr, config.weight_decay, config.betas, device, config.optimizer)
     amp_dtype = amp_dtype_for(config.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    start_epoch = 0
+    start_epoch = config.start_epoch
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
         if ckpt.get("scaler"):
@@ -305,17 +346,16 @@ def setup(config: TrainConfig) -> TrainingRun:
             else:
                 log.warning("%s has no model_ema: the EMA restarts from the current weights", ckpt_path)
         start_epoch = int(ckpt["epoch"]) + 1
-    options = StepOptions(config.accum_iter, config.grad_clip, amp_dtype, config.compile)
+    options = StepOptions(config.grad_accum_steps, config.clip_grad, amp_dtype, config.compile)
     module = wrap_for_training(model, device, world > 1, options.compile)
-    schedule = LRSchedule(config.lr, config.epochs, config.lr_schedule, config.warmup_epochs,
-                          tuple(config.lr_steps), config.lr_gamma, config.min_lr)
+    schedule = LRSchedule.of(config)
 
     if rank == 0:
         output_dir.mkdir(parents=True, exist_ok=True)
         write_run_config(output_dir, portable_model_section(model_section, config_path.parent, output_dir),
                          config.recipe(), config.as_dict())
     dist_util.barrier()
-    metrics = MetricsLog(output_dir, enabled=rank == 0)
+    metrics = MetricsLog(output_dir, enabled=rank == 0, tensorboard_dir=config.log_dir)
     return TrainingRun(config, output_dir, device, rank, world, model, module, optimizer, scaler, ema, schedule,
                        options, sampler, loader, evaluator, metrics, start_epoch, len(dataset), config.use_cache,
                        start_epoch - 1 if ckpt is not None else None)
@@ -373,7 +413,7 @@ def train_one_epoch(run: TrainingRun, epoch: int) -> dict:
                disable=not (config.progress and run.is_main))
     for it, batch in enumerate(run.loader):
         skipped += batch.skipped
-        last_micro = (it + 1) % config.accum_iter == 0 or it + 1 == n_iters
+        last_micro = (it + 1) % config.grad_accum_steps == 0 or it + 1 == n_iters
         # A batch whose images all failed to decode is skipped (with several processes the others
         # would wait for this one: a risk only for batches of a few images from a damaged folder).
         if batch.labels is not None:
@@ -413,9 +453,14 @@ def _report_skipped(run: TrainingRun, skipped: list, epoch: int):
 
 
 def save(run: TrainingRun, epoch: int):
+    """checkpoint-last.pth every save_last_freq epochs, and a kept checkpoint-<epoch>.pth every save_freq
+    epochs; both after the last epoch."""
     config = run.config
+    last_epoch = epoch + 1 == config.epochs
+    keep = (epoch + 1) % config.save_freq == 0 or last_epoch
+    if not (keep or (epoch + 1) % config.save_last_freq == 0):
+        return
     if run.is_main:
-        keep = (epoch + 1) % config.save_freq == 0 or epoch + 1 == config.epochs
         ema_state = run.ema.state_dict(run.model) if run.ema is not None else None
         state = training_state(run.model.state_dict(), ema_state, run.optimizer, run.scaler, epoch, config.namespace())
         save_training_checkpoint(run.output_dir, state, keep)
@@ -450,11 +495,13 @@ def fit(run: TrainingRun) -> Path:
         source = "token cache (ten crops cached per image)" if run.from_cache else "images (ten-crop augmentation)"
         log.info("an epoch is one pass over the %d images, one random crop of each, not ten passes: %d iterations "
                  "of %d x %d processes from the %s; effective batch %d", run.num_images, n_iters, config.batch_size,
-                 run.world_size, source, config.batch_size * config.accum_iter * run.world_size)
+                 run.world_size, source, config.batch_size * config.grad_accum_steps * run.world_size)
         if run.start_epoch >= config.epochs:
             log.info("nothing to do: epochs %d already done (raise --epochs to continue)", run.start_epoch)
-        elif run.start_epoch:
+        elif run.last_saved_epoch is not None:
             log.info("resuming at epoch %d of %d (epochs count from 0)", run.start_epoch, config.epochs)
+        elif run.start_epoch:
+            log.info("starting at epoch %d of %d (--start_epoch)", run.start_epoch, config.epochs)
     for epoch in range(run.start_epoch, config.epochs):
         summary = train_one_epoch(run, epoch)
         save(run, epoch)

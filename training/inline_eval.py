@@ -7,17 +7,19 @@ for tracking progress; the reported ADM metrics come from evaluator.py.
 import hashlib
 import logging
 import shutil
-import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
+from common import npz
 from common.distributed import barrier
+from common.images import IMAGE_EXTENSIONS, list_images, load_rgb_array
 from models.sampler import Sampler
+from sampling import sample_io
+from sampling.figures import image_grid, save_png
 
 log = logging.getLogger(__name__)
 
@@ -39,37 +41,23 @@ class SampleSettings:
     batch_size: int = 64
 
 
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    return ((images.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)  # (B, 3, H, W)
-
-
 @torch.no_grad()
-def sample_images(generator, indices: list[int], settings: SampleSettings, device) -> torch.Tensor:
-    """uint8 (n, 3, H, W) samples; sample i has class i % num_classes and its own seed + i stream, so
-    it does not depend on how the indices are split among batches or processes."""
+def sample_images(generator, indices: list[int], settings: SampleSettings, device) -> np.ndarray:
+    """uint8 (n, H, W, 3) samples: sample i is main_sample.py's sample i with --fid and these settings
+    (class i % num_classes, drawn from the stream of sample_io.sample_seed(seed, i)), whatever the
+    batches or processes the indices are split among."""
     out, sampler = [], Sampler(generator)
     for lo in range(0, len(indices), settings.batch_size):
         chunk = indices[lo:lo + settings.batch_size]
-        streams = [torch.Generator(device).manual_seed(settings.seed + i) for i in chunk]
-        labels = (torch.tensor(chunk, device=device) % generator.cfg.num_classes
+        streams = sample_io.sample_generators(settings.seed, chunk, device)
+        labels = (sample_io.balanced_labels(chunk, generator.cfg.num_classes).to(device)
                   if generator.cfg.class_cond else None)
         cfg = settings.cfg if generator.cfg.class_cond else 0.0
         result = sampler.generate(labels=labels, batch_size=len(chunk), cfg=cfg, cfg_start_step=settings.cfg_start_step,
                                   steps_per_scale=settings.steps_per_scale, temperature=settings.temperature,
                                   generator=streams)
-        out.append(to_uint8(result.images).cpu())
-    return torch.cat(out) if out else torch.zeros(0, 3, 0, 0, dtype=torch.uint8)
-
-
-def tile(images: torch.Tensor, columns: int, padding: int = 2) -> torch.Tensor:
-    """(n, 3, h, w) uint8 -> one (3, H, W) uint8 grid with black padding between the images."""
-    n, c, h, w = images.shape
-    rows = -(-n // columns)
-    grid = torch.zeros(c, rows * (h + padding) + padding, columns * (w + padding) + padding, dtype=images.dtype)
-    for i, image in enumerate(images):
-        y, x = padding + (i // columns) * (h + padding), padding + (i % columns) * (w + padding)
-        grid[:, y:y + h, x:x + w] = image
-    return grid
+        out.append(sample_io.to_uint8(result.images))
+    return np.concatenate(out) if out else np.zeros((0, 0, 0, 3), dtype=np.uint8)
 
 
 class UInt8Images(Dataset):
@@ -95,11 +83,8 @@ class NpzImages(Dataset):
     def __init__(self, path: Path):
         self.path, self.images = path, None
         try:
-            with zipfile.ZipFile(path) as z, z.open("arr_0.npy") as f:
-                major, _ = np.lib.format.read_magic(f)
-                read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-                self.length = read_header(f)[0][0]
-        except (KeyError, zipfile.BadZipFile, ValueError):
+            self.length = npz.array_header(path, "arr_0").shape[0]
+        except ValueError:
             raise ValueError(f"{path}: not an .npz with an arr_0 array of reference images") from None
 
     def __len__(self):
@@ -112,16 +97,41 @@ class NpzImages(Dataset):
         return torch.from_numpy(np.ascontiguousarray(self.images[i])).permute(2, 0, 1)
 
 
-def reference_input(path: Path):
-    """torch-fidelity's input2: a folder path, or a dataset over an ADM-style .npz (arr_0)."""
-    return NpzImages(path) if path.suffix == ".npz" else str(path)
+class FolderImages(Dataset):
+    """The images of a folder (common/images.py: any depth, 8-bit RGB) as uint8 (3, H, W)."""
+
+    def __init__(self, path: Path):
+        self.files = list_images(path)
+        if not self.files:
+            raise ValueError(f"{path}: no reference images ({', '.join(IMAGE_EXTENSIONS)})")
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, i):
+        return torch.from_numpy(load_rgb_array(self.files[i]).copy()).permute(2, 0, 1)
+
+
+def reference_input(path: Path) -> Dataset:
+    """torch-fidelity's input2: the images of a folder or of an ADM-style .npz (arr_0)."""
+    return NpzImages(path) if path.suffix == ".npz" else FolderImages(path)
 
 
 class InlineEvaluator:
+    """The sample grid (guidance `guidance[0]`) and, for each guidance value, FID/IS of `num_samples`
+    samples (metrics `fid`, `inception_score`; with several values, suffixed `_cfg<value>`). The samples
+    are written per process to <samples_dir>/samples_ep<epoch>_cfg<value>/rank<r>.npy and removed after
+    unless `keep_samples`; `samples_only` draws them and computes nothing."""
+
     def __init__(self, output_dir, settings: SampleSettings, num_samples: int, grid_samples: int,
-                 reference=None, inception_weights=None, rank: int = 0, world_size: int = 1):
+                 reference=None, inception_weights=None, rank: int = 0, world_size: int = 1,
+                 guidance: tuple | None = None, samples_dir=None, keep_samples: bool = False,
+                 samples_only: bool = False):
         self.output_dir = Path(output_dir)
         self.settings, self.num_samples, self.grid_samples = settings, num_samples, grid_samples
+        self.guidance = tuple(guidance) if guidance else (settings.cfg,)
+        self.samples_dir = Path(samples_dir) if samples_dir else self.output_dir
+        self.keep_samples, self.samples_only = keep_samples, samples_only
         self.rank, self.world_size = rank, world_size
         self.reference = Path(reference) if reference else None
         if self.reference is not None and not self.reference.exists():
@@ -135,7 +145,7 @@ class InlineEvaluator:
 
     @property
     def fid_wanted(self) -> bool:
-        return self.reference is not None and self.num_samples > 0
+        return self.reference is not None and self.num_samples > 0 and not self.samples_only
 
     def fid_ready(self) -> bool:
         """True when FID/IS can run; warns once (process 0) when the weights are missing."""
@@ -155,35 +165,47 @@ class InlineEvaluator:
         with its decoder on `device`."""
         grid = None
         if self.rank == 0 and self.grid_samples > 0:
-            images = sample_images(generator, list(range(self.grid_samples)), self.settings, device)
-            tiles = tile(images, columns=int(np.ceil(np.sqrt(len(images)))))  # (3, H, W) uint8
+            tiles = image_grid(sample_images(generator, list(range(self.grid_samples)), self.settings, device))
             folder = self.output_dir / "samples"
             folder.mkdir(exist_ok=True)
-            Image.fromarray(tiles.permute(1, 2, 0).numpy()).save(folder / f"epoch-{epoch}.png")
-            grid = tiles.float() / 255
-        metrics = self._fidelity(generator, epoch, device) if self.fid_ready() else {}
+            save_png(tiles, folder / f"epoch-{epoch}.png")
+            grid = torch.from_numpy(tiles).permute(2, 0, 1).float() / 255  # (3, H, W)
+        metrics = {}
+        compute = self.fid_ready()
+        if compute or (self.samples_only and self.num_samples > 0):
+            for cfg in self.guidance:
+                values = self._samples_and_metrics(generator, epoch, cfg, device, compute)
+                suffix = "" if len(self.guidance) == 1 else f"_cfg{cfg:g}"
+                metrics.update({f"{name}{suffix}": value for name, value in values.items()})
         return metrics, grid
 
-    def _fidelity(self, generator, epoch, device) -> dict:
-        import torch_fidelity
-
-        folder = self.output_dir / f".eval-samples-{epoch}"
-        folder.mkdir(exist_ok=True)
+    def _samples_and_metrics(self, generator, epoch, cfg, device, compute: bool) -> dict:
+        folder = self.samples_dir / f"samples_ep{epoch:03d}_cfg{cfg:.2f}"
+        if self.rank == 0:
+            folder.mkdir(parents=True, exist_ok=True)
+        barrier()
         mine = list(range(self.rank, self.num_samples, self.world_size))
-        images = sample_images(generator, mine, self.settings, device)
-        np.save(folder / f"rank{self.rank}.npy", images.permute(0, 2, 3, 1).numpy())
+        images = sample_images(generator, mine, replace(self.settings, cfg=cfg), device)
+        np.save(folder / f"rank{self.rank}.npy", images)
         barrier()
         metrics = {}
         if self.rank == 0:
-            arrays = [np.load(folder / f"rank{r}.npy", mmap_mode="r") for r in range(self.world_size)]
-            key = f"{self.reference.resolve()}:{self.reference.stat().st_mtime_ns}"
-            result = torch_fidelity.calculate_metrics(
-                input1=UInt8Images(arrays), input2=reference_input(self.reference), cuda=device.type == "cuda",
-                fid=True, isc=True, verbose=False, samples_find_deep=True,
-                feature_extractor_weights_path=str(self.inception_weights),
-                input2_cache_name=f"checkerboard-ref-{hashlib.sha1(key.encode()).hexdigest()[:16]}")
-            metrics = {"fid": float(result["frechet_inception_distance"]),
-                       "inception_score": float(result["inception_score_mean"])}
-            shutil.rmtree(folder)
+            if compute:
+                metrics = self._fidelity(folder, device)
+            if not self.keep_samples:
+                shutil.rmtree(folder)
         barrier()
         return metrics
+
+    def _fidelity(self, folder: Path, device) -> dict:
+        import torch_fidelity
+
+        arrays = [np.load(folder / f"rank{r}.npy", mmap_mode="r") for r in range(self.world_size)]
+        key = f"{self.reference.resolve()}:{self.reference.stat().st_mtime_ns}"
+        result = torch_fidelity.calculate_metrics(
+            input1=UInt8Images(arrays), input2=reference_input(self.reference), cuda=device.type == "cuda",
+            fid=True, isc=True, verbose=False,
+            feature_extractor_weights_path=str(self.inception_weights),
+            input2_cache_name=f"checkerboard-ref-{hashlib.sha1(key.encode()).hexdigest()[:16]}")
+        return {"fid": float(result["frechet_inception_distance"]),
+                "inception_score": float(result["inception_score_mean"])}

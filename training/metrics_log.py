@@ -23,10 +23,11 @@ def _summary_writer_class():
 class MetricsLog:
     """Does nothing where `enabled` is false (processes other than 0)."""
 
-    def __init__(self, output_dir, enabled: bool = True):
+    def __init__(self, output_dir, enabled: bool = True, tensorboard_dir=None):
         self.enabled = enabled
         self.path = Path(output_dir) / METRICS_FILE
-        self.writer = _summary_writer_class()(log_dir=str(Path(output_dir) / "tensorboard")) if enabled else None
+        tensorboard_dir = tensorboard_dir or Path(output_dir) / "tensorboard"
+        self.writer = _summary_writer_class()(log_dir=str(tensorboard_dir)) if enabled else None
 
     def scalars(self, values: dict, step: int, prefix: str = "train"):
         if not self.enabled:

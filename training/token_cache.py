@@ -6,7 +6,7 @@ Layout of a cache folder:
   shard-00000.safetensors  `codes_<s>` int16 (n, 10, s, s) per scale s, `labels` int64 (n,),
                          `indices` int64 (n,) image index in the ImageFolder; its header metadata
                          lists the images of its range that could not be decoded
-Shards are written whole under a temporary name and renamed, so an interrupted run resumes with the
+Shards are written atomically (common/files.py), so an interrupted run resumes with the
 first missing shard. Training draws one of the ten crops per image and epoch: an epoch over the
 cache is one pass over the images, not ten.
 """
@@ -15,18 +15,19 @@ import hashlib
 import json
 import logging
 import math
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from training.checkpoint import atomic_write_text
 from training.data import CROP_MARGIN, NUM_CROPS, TenCropImageFolder, collate_all_crops
 from common.distributed import barrier
+from common.files import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,18 @@ def cache_spec(generator) -> CacheSpec:
     return CacheSpec(generator.cfg.img_size, tuple(generator.scale_sizes), autoencoder_fingerprint(generator.autoenc))
 
 
-def default_cache_dir(data_path, spec: CacheSpec) -> Path:
-    return Path(data_path) / f"token_cache_{spec.img_size}px_{'-'.join(map(str, spec.scale_sizes))}"
+def dataset_cache_name(data_path) -> str:
+    """The published code's name of a data folder among the caches: its path relative to ./data with
+    '/' and '.' turned into '_' (data/imagenet -> imagenet)."""
+    relative = os.path.relpath(os.path.abspath(data_path), os.path.abspath("data"))
+    return relative.replace(os.sep, "_").replace(".", "_").strip("_")
+
+
+def default_cache_dir(cached_path, data_path, spec: CacheSpec) -> Path:
+    """<cached_path>/<dataset name>/train/token_cache_<size>px_<scales>: the published layout of cache
+    roots, with our cache format (which the published code's file name would not describe)."""
+    name = f"token_cache_{spec.img_size}px_{'-'.join(map(str, spec.scale_sizes))}"
+    return Path(cached_path) / dataset_cache_name(data_path) / "train" / name
 
 
 def shard_name(k: int) -> str:
@@ -97,8 +108,10 @@ def check_spec(metadata: dict, spec: CacheSpec, cache_dir):
 
 
 def create_token_cache(generator, image_root, cache_dir, shard_size: int, batch_size: int, num_workers: int,
-                       device, rank: int = 0, world_size: int = 1, progress: bool = True) -> Path:
-    """Encode `image_root` (an ImageFolder) into `cache_dir`; resumes an interrupted run.
+                       device, rank: int = 0, world_size: int = 1, progress: bool = True,
+                       dataset_kind: str = "imagefolder") -> Path:
+    """Encode the images of `image_root` (see training.data.dataset_samples) into `cache_dir`; resumes an
+    interrupted run.
 
     Every process encodes the shards k with k % world_size == rank; process 0 completes the metadata.
     The autoencoder's encoder must be on `device`.
@@ -106,7 +119,7 @@ def create_token_cache(generator, image_root, cache_dir, shard_size: int, batch_
     cache_dir = Path(cache_dir)
     spec = cache_spec(generator)
     num_classes = generator.cfg.num_classes if generator.cfg.class_cond else None
-    dataset = TenCropImageFolder(image_root, spec.img_size, num_classes)
+    dataset = TenCropImageFolder(image_root, spec.img_size, num_classes, dataset_kind)
     num_shards = math.ceil(len(dataset) / shard_size)
     plan = {"format": FORMAT, "spec": {k: spec.describe(k) for k in asdict(spec)}, "classes": dataset.classes,
             "num_images": len(dataset), "shard_size": shard_size, "num_shards": num_shards}
@@ -168,10 +181,8 @@ def _encode_shard(generator, dataset, k, shard_size, batch_size, num_workers, de
                for s, c in zip(generator.scale_sizes, codes)}
     tensors["labels"] = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long)
     tensors["indices"] = torch.cat(indices) if indices else torch.zeros(0, dtype=torch.long)
-    path = cache_dir / shard_name(k)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, tmp, metadata={"shard": str(k), "range": f"{lo},{hi}", "skipped": json.dumps(skipped)})
-    tmp.replace(path)
+    metadata = {"shard": str(k), "range": f"{lo},{hi}", "skipped": json.dumps(skipped)}
+    atomic_write_bytes(cache_dir / shard_name(k), safetensors_bytes(tensors, metadata=metadata))
 
 
 def _complete(cache_dir: Path, plan: dict):
@@ -201,8 +212,9 @@ class TokenCacheDataset(Dataset):
         if not metadata.get("complete"):
             raise ValueError(f"token cache {self.cache_dir} is incomplete (interrupted?): run --create_cache "
                              f"again to finish it")
-        if num_classes is not None and len(metadata["classes"]) != num_classes:
-            raise ValueError(f"token cache {self.cache_dir} has {len(metadata['classes'])} classes but the "
+        cached_classes = len(metadata["classes"]) if metadata.get("classes") is not None else 0
+        if num_classes is not None and cached_classes != num_classes:
+            raise ValueError(f"token cache {self.cache_dir} has {cached_classes} classes but the "
                              f"config's model.num_classes is {num_classes}")
         self._handles = {}
         self.scale_sizes = spec.scale_sizes

@@ -1,0 +1,84 @@
+""".npz files read and written an array piece at a time: a 50k-sample ADM batch is 10 GB.
+
+An .npz is a zip archive with one `<key>.npy` member per array (stored, or deflated by
+np.savez_compressed); a member starts with the .npy header (shape, dtype, order), then the
+array's bytes. Reading the header alone gives an array's shape without reading its data, and
+C-ordered rows can be read in sequence from the open member.
+"""
+import math
+import zipfile
+from contextlib import contextmanager
+from typing import Iterable, Iterator, NamedTuple
+
+import numpy as np
+
+
+class ArrayHeader(NamedTuple):
+    shape: tuple
+    dtype: np.dtype
+    fortran_order: bool
+
+
+def _read_header(f) -> ArrayHeader:
+    version = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran_order, dtype = read(f)
+    return ArrayHeader(shape, dtype, fortran_order)
+
+
+@contextmanager
+def _member(path, key: str):
+    """(open member positioned at the first data byte, its header); ValueError naming the file when
+    it is no zip archive or has no array `key`."""
+    try:
+        zf = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:
+        raise ValueError(f"{path}: not an .npz file") from None
+    with zf:
+        try:
+            f = zf.open(f"{key}.npy")
+        except KeyError:
+            raise ValueError(f"{path}: no '{key}' array") from None
+        with f:
+            yield f, _read_header(f)
+
+
+def array_header(path, key: str) -> ArrayHeader:
+    """Shape, dtype and order of array `key`, without reading its data."""
+    with _member(path, key) as (_, header):
+        return header
+
+
+def iter_rows(path, key: str, batch_size: int) -> Iterator[np.ndarray]:
+    """Array `key` in consecutive blocks of `batch_size` rows (the last may be shorter), holding one
+    block in memory at a time."""
+    with _member(path, key) as (f, header):
+        if header.fortran_order:  # rare, and its rows are not contiguous: read it whole
+            with np.load(path) as data:
+                array = data[key]
+            yield from (array[i:i + batch_size] for i in range(0, len(array), batch_size))
+            return
+        row_shape = header.shape[1:]
+        row_bytes = math.prod(row_shape) * header.dtype.itemsize
+        for start in range(0, header.shape[0], batch_size):
+            n = min(batch_size, header.shape[0] - start)
+            yield np.frombuffer(f.read(n * row_bytes), dtype=header.dtype).reshape(n, *row_shape)
+
+
+def first_rows(path, key: str, count: int) -> np.ndarray:
+    """The first `count` rows of array `key` (all of them if it has fewer), reading only their bytes."""
+    first = next(iter_rows(path, key, max(count, 1)), None)
+    if first is None:
+        shape = array_header(path, key)
+        return np.zeros((0, *shape.shape[1:]), dtype=shape.dtype)
+    return first[:count]
+
+
+def write_array(zf: zipfile.ZipFile, key: str, shape: tuple, dtype, chunks: Iterable[np.ndarray]) -> None:
+    """Array `key` of `shape` into an open zip archive from `chunks` of consecutive rows, so that
+    the whole array never has to be in memory."""
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
+    with zf.open(f"{key}.npy", "w", force_zip64=True) as f:
+        np.lib.format.write_array_header_2_0(f, header)
+        for chunk in chunks:
+            f.write(np.ascontiguousarray(chunk, dtype=dtype).tobytes())

@@ -1,0 +1,65 @@
+"""common/files.py: atomic writes leave the old file or the whole new one, and no temporary behind."""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from common import files
+
+
+def _temporaries(folder):
+    return [p.name for p in folder.iterdir() if files.TEMPORARY_NAME.match(p.name)]
+
+
+def test_every_writer_replaces_the_file_whole(tmp_path):
+    target = tmp_path / "out.bin"
+    target.write_text("old")
+    files.atomic_write_text(target, "new text")
+    assert target.read_text() == "new text"
+    files.atomic_write_bytes(target, b"\x00\x01")
+    assert target.read_bytes() == b"\x00\x01"
+    files.atomic_torch_save(target, {"w": torch.arange(3)})
+    assert torch.equal(torch.load(target, weights_only=True)["w"], torch.arange(3))
+    files.atomic_write(target, lambda f: np.savez(f, arr_0=np.ones(2)))
+    with np.load(target) as data:
+        assert data["arr_0"].tolist() == [1.0, 1.0]
+    copy = files.atomic_copy(target, tmp_path / "copy.bin")
+    assert copy.read_bytes() == target.read_bytes()
+    assert _temporaries(tmp_path) == []
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "checkpoint.pth"
+    target.write_text("previous")
+
+    def half_then_fail(f):
+        f.write(b"partial")
+        raise KeyboardInterrupt  # stands for a kill in the middle of torch.save
+
+    with pytest.raises(KeyboardInterrupt):
+        files.atomic_write(target, half_then_fail)
+    assert target.read_text() == "previous" and os.listdir(tmp_path) == ["checkpoint.pth"]
+
+
+def test_temporary_names_are_unique_and_say_whose_they_are(tmp_path):
+    target = tmp_path / "config.yaml"
+    names = {files.temporary_path(target).name for _ in range(100)}
+    assert len(names) == 100  # two writers of one file, in one process or two, never share a temporary
+    match = files.TEMPORARY_NAME.match(names.pop())
+    assert match["target"] == "config.yaml" and int(match["pid"]) == os.getpid()
+    seen = {}
+
+    def record(f):
+        seen["name"] = os.path.basename(f.name)
+        f.write(b"x")
+
+    files.atomic_write(target, record)
+    assert files.TEMPORARY_NAME.match(seen["name"])["target"] == "config.yaml"
+
+
+def test_leftover_temporaries_are_only_ours(tmp_path):
+    ours = tmp_path / ".shard_0_5.npz.4242-0a1B2c3D.tmp"
+    for path in (ours, tmp_path / "shard_0_5.npz", tmp_path / "notes.tmp", tmp_path / ".x.12-short.tmp"):
+        path.write_bytes(b"")
+    assert files.leftover_temporaries(tmp_path) == [ours]
