@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from common.config import ArgumentParser, add_arguments, command_line, given_options, make, option, recheck
 from models import CheckerboardGenerator, load_model
+from models.sampler import Sampler
 from sampling import figures as visualize, sample_io
 from common.distributed import barrier, cleanup, get_rank, get_world_size, init_distributed, resolve_device
 from common.files import atomic_write_text, leftover_temporaries
@@ -164,15 +165,14 @@ def batch_labels(plan: SamplePlan, indices: list[int], generators: list[torch.Ge
     return None
 
 
-def generate_indices(model: CheckerboardGenerator, config: SampleConfig, plan: SamplePlan, indices: list[int],
-                     device, return_trace: bool = False):
+def generate_indices(sampler: Sampler, config: SampleConfig, plan: SamplePlan, indices: list[int], device,
+                     return_trace: bool = False):
     """The samples of these global indices, each from its own (seed, index) stream."""
     generators = sample_io.sample_generators(config.seed, indices, device)
     labels = batch_labels(plan, indices, generators)
-    return model.generate(labels=None if labels is None else labels.to(device), batch_size=len(indices),
-                          cfg=plan.cfg, cfg_start_step=config.cfg_start_step, steps_per_scale=plan.steps_per_scale,
-                          temperature=config.temperature, generator=generators, return_trace=return_trace,
-                          compile=config.compile and not return_trace)
+    return sampler.generate(labels=None if labels is None else labels.to(device), batch_size=len(indices),
+                            cfg=plan.cfg, cfg_start_step=config.cfg_start_step, steps_per_scale=plan.steps_per_scale,
+                            temperature=config.temperature, generator=generators, return_trace=return_trace)
 
 
 def load_for_sampling(config: SampleConfig, device) -> CheckerboardGenerator:
@@ -185,7 +185,7 @@ def count_flops(model: CheckerboardGenerator, config: SampleConfig, device) -> i
     attention and convolutions, the decoder included; guidance doubles the transformer rows)."""
     plan = plan_for(config, model)
     with FlopCounterMode(display=False) as counter:
-        generate_indices(model, config, plan, [0], device)
+        generate_indices(Sampler(model), config, plan, [0], device)
     return counter.get_total_flops()
 
 
@@ -197,7 +197,7 @@ def _plan_record(config: SampleConfig, plan: SamplePlan, device) -> dict:
             "num_samples": plan.num_samples, "shard_size": config.shard_size, "generator_device": device.type}
 
 
-def _draw_shards(model, config: SampleConfig, plan: SamplePlan, shard_dir: Path, ranges, device) -> bool:
+def _draw_shards(sampler: Sampler, config: SampleConfig, plan: SamplePlan, shard_dir: Path, ranges, device) -> bool:
     """Draws this process's missing shards; False if max_shards stopped it early."""
     rank, world = get_rank(), get_world_size()
     todo = [r for r in ranges[rank::world] if not sample_io.shard_path(shard_dir, *r).is_file()]
@@ -212,7 +212,7 @@ def _draw_shards(model, config: SampleConfig, plan: SamplePlan, shard_dir: Path,
             images, labels = [], []
             for start in range(lo, hi, config.batch_size):
                 indices = list(range(start, min(start + config.batch_size, hi)))
-                out = generate_indices(model, config, plan, indices, device)
+                out = generate_indices(sampler, config, plan, indices, device)
                 images.append(sample_io.to_uint8(out.images))
                 if out.labels is not None:
                     labels.append(out.labels.cpu().numpy())
@@ -227,7 +227,8 @@ def _trace(model, config: SampleConfig, plan: SamplePlan, device):
     """The first vis_samples samples again (same streams, same samples) with their step and
     entropy traces and their classes, concatenated over batches."""
     indices = list(range(min(config.vis_samples, plan.num_samples)))
-    outs = [generate_indices(model, config, plan, indices[i:i + config.batch_size], device, return_trace=True)
+    sampler = Sampler(model)  # eager: traces are for a few figures
+    outs = [generate_indices(sampler, config, plan, indices[i:i + config.batch_size], device, return_trace=True)
             for i in range(0, len(indices), config.batch_size)]
     cat = lambda name: [torch.cat(parts) for parts in zip(*(getattr(o, name) for o in outs))]  # noqa: E731
     labels = torch.cat([o.labels for o in outs]).tolist() if plan.label_mode != "none" else None
@@ -280,7 +281,7 @@ def sample(config: SampleConfig, model: CheckerboardGenerator | None = None, dev
     if get_rank() == 0:
         sample_io.write_plan(shard_dir, record)
     ranges = sample_io.shard_ranges(plan.num_samples, config.shard_size)
-    completed = _draw_shards(model, config, plan, shard_dir, ranges, device)
+    completed = _draw_shards(Sampler(model, compile=config.compile), config, plan, shard_dir, ranges, device)
     barrier()
     outputs = SampleOutputs(out_dir / "samples.npz", out_dir / "grid.png")
     if get_rank() != 0:

@@ -70,7 +70,6 @@ def main():
         module = torch.compile(module)
     amp = args.dtype == "bf16"
     book = model.autoenc.config.n_embed
-    layout = model.training_layout(device)  # one block split for both batches: the same graph
 
     def step_bytes(B: int) -> int:
         indices = [torch.randint(0, book, (B, s, s), device=device) for s in model.scale_sizes]
@@ -78,7 +77,7 @@ def main():
 
         def forward():
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                return module(indices, labels, layout)[0]
+                return module(indices, labels)[0]
 
         return saved_tensor_bytes(forward)[1]
 

@@ -14,7 +14,7 @@ import time
 import torch
 
 from benchmarks.random_models import build_random_model
-from models import sampler
+from models.sampler import Sampler
 
 
 def time_call(fn, device, warmup: int, repeats: int) -> list[float]:
@@ -54,22 +54,21 @@ def main():
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     model = build_random_model(args.model, device, dtype)
     steps = args.steps_per_scale or (8 if args.model == "L_4x" else 4)
-    n_steps = len(model.layout(steps, device).block_bounds)
+    sampler = Sampler(model, compile=args.compile)
+    n_steps = len(sampler.plan(steps, device).block_bounds)
     for batch in args.batch_size:
         labels = torch.arange(batch, device=device) % model.cfg.num_classes
         gen = torch.Generator(device=device).manual_seed(0)
 
         def run():
-            model.generate(labels=labels, cfg=args.cfg, cfg_start_step=args.cfg_start_step, steps_per_scale=steps,
-                           temperature=1.0, generator=gen, compile=args.compile)
+            sampler.generate(labels=labels, cfg=args.cfg, cfg_start_step=args.cfg_start_step, steps_per_scale=steps,
+                             temperature=1.0, generator=gen)
 
         times = time_call(run, device, args.warmup, args.repeats)
         median = statistics.median(times)
         # The decoder's share: decode alone, the same way generate does it.
-        layout = model.layout(steps, device)
-        seq_idx = torch.randint(0, model.autoenc.config.n_embed, (batch, len(layout.cell)), device=device)
-        decode = sampler._maybe_compiled(sampler.decode_tokens, args.compile)
-        decode_times = time_call(lambda: decode(model, seq_idx, layout), device, args.warmup, args.repeats)
+        seq_idx = torch.randint(0, model.autoenc.config.n_embed, (batch, model.num_tokens), device=device)
+        decode_times = time_call(lambda: sampler.decode_fn(model, seq_idx), device, args.warmup, args.repeats)
         record = {
             "bench": "sample", "model": args.model, "batch_size": batch, "steps": n_steps, "cfg": args.cfg,
             "dtype": args.dtype, "compile": args.compile, "device": torch.cuda.get_device_name(device)

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from models import load_model
+from models.sampler import Sampler
 
 
 def main():
@@ -35,8 +36,9 @@ def main():
         for name in ("sample_nocfg", "sample_cfg"):
             s = settings[name]
             for compile in (False, True):
-                out = model.generate(labels=labels, cfg=s["cfg"], cfg_start_step=s["cfg_start_step"],
-                                     steps_per_scale=s["steps_per_scale"], temperature=0, compile=compile)
+                out = Sampler(model, compile=compile).generate(
+                    labels=labels, cfg=s["cfg"], cfg_start_step=s["cfg_start_step"],
+                    steps_per_scale=s["steps_per_scale"], temperature=0)
                 same = [(out.tokens[i] == expected[f"{name}_tokens_{i}"]).float().mean().item()
                         for i in range(len(model.scale_sizes))]
                 img_err = (out.images.float() - expected[f"{name}_img_{len(same) - 1}"]).abs().max().item()

@@ -8,7 +8,8 @@ from models.checkpoint import build_generator, read_config
 REPO = Path(__file__).resolve().parents[1]
 PUBLISHED_AUTOENCODER_CONFIG = REPO / "train_ae_codebook" / "autoencoder_config.yaml"
 TINY_MODEL_SECTION = {
-    "img_size": 256, "num_classes": 1000, "num_mixing_layers": 2, "scale_ratio": 2,
+    "img_size": 256, "class_cond": True, "num_classes": 1000, "num_mixing_layers": 2, "scale_ratio": 2,
+    "random_block_size": True, "random_replace": 0.1, "use_head_mlp": False,
     "llama_config": {"hidden_size": 128, "intermediate_size": 256, "num_attention_heads": 4, "num_hidden_layers": 2},
 }
 

@@ -1,4 +1,4 @@
-"""VQ autoencoder: LlamaGen's VQ-16 encoder/decoder with an L2-normalised codebook (SPEC 3).
+"""VQ autoencoder: LlamaGen's VQ-16 encoder/decoder with an L2-normalised codebook (docs/method.md section 3).
 
 Module names follow LlamaGen (`vq_ds16_c2i.pt` loads into encoder/decoder unchanged) and the
 published checkpoints (`autoenc.*` keys of the generator, `{'state_dict': ...}` files).

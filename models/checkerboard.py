@@ -1,5 +1,7 @@
-"""Progressive checkerboard scan order, the scale pyramid and the split of a scale into blocks."""
+"""Progressive checkerboard scan order, the scale pyramid and the split of a scale into blocks
+(docs/method.md sections 1, 2 and 4; the random split of training: section 6)."""
 import math
+from fractions import Fraction
 from functools import lru_cache
 
 import numpy as np
@@ -40,21 +42,52 @@ def checkerboard_order(n: int) -> torch.Tensor:
     return torch.argsort(checkerboard_rank(n).flatten())
 
 
-def block_sizes(num_tokens: int, steps: int) -> list[int]:
-    """Contiguous runs of the scan order sampled together; a short last run is its own block."""
+def block_size(num_tokens: int, steps: int) -> int:
+    """Tokens per block when a scale of `num_tokens` is sampled in `steps` steps."""
     if steps < 1:
         raise ValueError(f"steps per scale must be >= 1, got {steps}")
-    block = max(1, num_tokens // steps)
-    sizes = [block] * (num_tokens // block)
-    if num_tokens % block:
-        sizes.append(num_tokens % block)
+    return max(1, num_tokens // steps)
+
+
+def split_sizes(num_tokens: int, block: int, merge_remainder: bool = False) -> list[int]:
+    """The blocks of a scale: consecutive runs of `block` tokens in scan order. A short last run is
+    a block of its own, or, with `merge_remainder` (training only), part of the last full run."""
+    if not 1 <= block <= num_tokens:
+        raise ValueError(f"block size must be in 1..{num_tokens}, got {block}")
+    full, remainder = divmod(num_tokens, block)
+    sizes = [block] * full
+    if remainder and merge_remainder:
+        sizes[-1] += remainder
+    elif remainder:
+        sizes.append(remainder)
     return sizes
 
 
+def block_sizes(num_tokens: int, steps: int) -> list[int]:
+    """The blocks of a scale sampled in `steps` steps (a remainder adds one step)."""
+    return split_sizes(num_tokens, block_size(num_tokens, steps))
+
+
+def random_block_probabilities(num_tokens: int) -> list[Fraction]:
+    """P(block = b) for b = 1..num_tokens under training's random rule: x uniform in
+    1..m = floor(sqrt(n)); x or n // x with equal odds, except that n // m is redrawn when m divides
+    n (with n = m*m, m would otherwise be counted twice). Exact, by enumerating the draws."""
+    if num_tokens < 1:
+        raise ValueError(f"a scale has at least one token, got {num_tokens}")
+    m = math.isqrt(num_tokens)
+    weights = [Fraction(0)] * (num_tokens + 1)
+    for x in range(1, m + 1):
+        weights[x] += Fraction(1, 2 * m)
+        if not (x == m and num_tokens % m == 0):
+            weights[num_tokens // x] += Fraction(1, 2 * m)
+    total = sum(weights)
+    return [w / total for w in weights[1:]]
+
+
 def scale_sizes(grid: int, ratio: float, min_size: int = 1) -> list[int]:
-    """Side lengths of the latent scales, smallest first (SPEC 2)."""
-    if not ratio > 1:
-        raise ValueError(f"scale_ratio must be > 1, got {ratio}")
+    """Side lengths of the latent scales, smallest first (docs/method.md section 2)."""
+    if not (ratio > 1 and math.isfinite(ratio)):
+        raise ValueError(f"scale_ratio must be a finite number > 1, got {ratio}")
     if min_size < 1 or min_size > grid:
         raise ValueError(f"scale_min_size must be in 1..{grid}, got {min_size}")
     values = [float(grid)]

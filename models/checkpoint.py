@@ -1,4 +1,4 @@
-"""Reading the published file formats: config.yaml + checkpoint-last.pth (SPEC 8)."""
+"""Reading the published file formats: config.yaml + checkpoint-last.pth (docs/method.md section 9)."""
 from pathlib import Path
 
 import torch
@@ -6,7 +6,8 @@ import yaml
 
 from .autoencoder import (AutoencoderConfig, VQModel, autoencoder_state_dict_from_file, load_checkpoint_file,
                           load_state_dict_strict)
-from .generator import CheckerboardGenerator, GeneratorConfig
+from .config import GeneratorConfig
+from .generator import CheckerboardGenerator
 
 
 def read_config(path) -> tuple[dict, dict]:
@@ -51,7 +52,10 @@ def build_generator(model_section: dict, config_dir, load_autoencoder_weights: b
             raise ValueError(f"{source}: model.autoenc.checkpoint_path is required to train a generator")
         ae_path = resolve_path(cfg.autoenc.checkpoint_path, config_dir)
         load_state_dict_strict(autoencoder, autoencoder_state_dict_from_file(ae_path), str(ae_path))
-    return CheckerboardGenerator(cfg, autoencoder)
+    try:
+        return CheckerboardGenerator(cfg, autoencoder)
+    except ValueError as e:  # a size the scales cannot be built from
+        raise ValueError(f"{source}: {e}") from None
 
 
 def checkpoint_paths(path) -> tuple[Path, Path]:

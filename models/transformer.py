@@ -1,4 +1,5 @@
-"""Blockwise-causal Llama transformer with class AdaLN and a learned rotary table (SPEC 5)."""
+"""Blockwise-causal Llama transformer with class AdaLN and a learned rotary table (docs/method.md
+section 5). It holds no generation state: a sampler hands it the key/value buffers to write."""
 import inspect
 import math
 from dataclasses import dataclass
@@ -29,13 +30,16 @@ _CHECKPOINT_HOOKS = {"respect_saved_tensors_hooks": True} \
     if "respect_saved_tensors_hooks" in inspect.signature(checkpoint).parameters else {}
 
 
+FFN_MULTIPLE = 256  # the SwiGLU width is rounded up to a multiple of this (Llama's `multiple_of`)
+
+
 @dataclass
 class TransformerConfig:
     dim: int
     n_layers: int
     n_heads: int
-    intermediate_size: int
-    num_mixing_layers: int
+    intermediate_size: int | None  # None: Llama's default width, 8/3 of dim
+    num_mixing_layers: int  # the first layers mix each key's rotary row with that of its t'
     class_cond: bool
     norm_eps: float = 1e-6
 
@@ -45,7 +49,11 @@ class TransformerConfig:
 
     @property
     def ffn_hidden(self) -> int:
-        return -(-self.intermediate_size // 256) * 256
+        # The published model reaches intermediate_size through a float multiplier of Llama's
+        # default width; the same arithmetic gives the same width for every value.
+        default = int(2 * 4 * self.dim / 3)
+        width = default if self.intermediate_size is None else int(self.intermediate_size / default * default)
+        return -(-width // FFN_MULTIPLE) * FFN_MULTIPLE
 
 
 class RMSNorm(nn.Module):
@@ -84,21 +92,6 @@ class AdaLN(nn.Module):
         return x * scale + shift
 
 
-class KVCache(nn.Module):
-    """Preallocated once at a fixed shape and written in place, so every step has static shapes."""
-
-    def __init__(self, batch: int, n_heads: int, max_len: int, head_dim: int, dtype, device):
-        super().__init__()
-        shape = (batch, n_heads, max_len, head_dim)
-        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
-        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
-
-    def update(self, input_pos, k, v):
-        self.k.index_copy_(2, input_pos, k)
-        self.v.index_copy_(2, input_pos, v)
-        return self.k, self.v
-
-
 def apply_rotary(x, rot):
     """x (B, H, L, d); rot (..., L, d, 2) holding (cos, sin) per dimension."""
     cos, sin = rot.unbind(-1)
@@ -113,14 +106,18 @@ class Attention(nn.Module):
         self.n_heads, self.head_dim = cfg.n_heads, cfg.head_dim
         self.wqkv = nn.Linear(cfg.dim, 3 * cfg.dim, bias=False)
         self.wo = nn.Linear(cfg.dim, cfg.dim, bias=False)
-        self.kv_cache: KVCache | None = None
 
-    def forward(self, x, rot_q, rot_k, mask, input_pos=None):
+    def forward(self, x, rot_q, rot_k, mask, cache=None, input_pos=None):
+        """cache: (keys, values) buffers (B, H, max_len, d) owned by the caller; this pass writes its
+        keys and values at `input_pos` (L,) in place and attends over the whole buffers."""
         B, L, C = x.shape
         q, k, v = self.wqkv(x).view(B, L, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (B, H, L, d)
         q, k = apply_rotary(q, rot_q), apply_rotary(k, rot_k)
-        if input_pos is not None:
-            k, v = self.kv_cache.update(input_pos, k, v)  # (B, H, max_len, d)
+        if cache is not None:
+            keys, values = cache
+            keys.index_copy_(2, input_pos, k)
+            values.index_copy_(2, input_pos, v)
+            k, v = keys, values  # (B, H, max_len, d)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, L, d)
         return self.wo(y.transpose(1, 2).reshape(B, L, C))
 
@@ -150,11 +147,11 @@ class TransformerBlock(nn.Module):
     def modulations(self, cond):
         return self.input_modulation(cond), self.post_attention_modulation(cond)
 
-    def forward(self, x, modulations, rot_q, rot_k, mask, input_pos=None):
+    def forward(self, x, modulations, rot_q, rot_k, mask, cache=None, input_pos=None):
         h = self.attention_norm(x)
         if modulations is not None:
             h = AdaLN.apply(h, modulations[0])
-        x = x + self.attention(h, rot_q, rot_k, mask, input_pos)
+        x = x + self.attention(h, rot_q, rot_k, mask, cache, input_pos)
         h = self.ffn_norm(x)
         if modulations is not None:
             h = AdaLN.apply(h, modulations[1])
@@ -218,30 +215,19 @@ class Transformer(nn.Module):
         self.rotary_emb = RotaryTable(cfg, scale_sizes)
         self.grad_checkpointing = False  # selective activation checkpointing of every block in training
 
-    def setup_caches(self, batch: int, max_len: int, dtype, device):
-        """Allocate the KV caches once; a later call with the same shape keeps them, so compiled
-        step functions and their CUDA graphs keep pointing at the same memory."""
-        for layer in self.layers:
-            cache = layer.attention.kv_cache
-            if cache is None or cache.k.shape[0] != batch or cache.k.shape[2] != max_len or \
-                    cache.k.dtype != dtype or cache.k.device != torch.device(device):
-                layer.attention.kv_cache = KVCache(batch, self.cfg.n_heads, max_len, self.cfg.head_dim, dtype, device)
-
-    def clear_caches(self):
-        for layer in self.layers:
-            layer.attention.kv_cache = None
-
     def modulations(self, cond):
         """Per layer, the AdaLN shift/scale pairs of a class embedding (B, C); None if unconditional."""
         return None if cond is None else [layer.modulations(cond) for layer in self.layers]
 
-    def forward(self, x, modulations, pos_ids, prev_ids, mask, input_pos=None):
+    def forward(self, x, modulations, pos_ids, prev_ids, mask, caches=None, input_pos=None):
         """x (B, L, C); modulations from `modulations(cond)`; pos_ids/prev_ids (L,) rotary rows;
-        mask (L, S) bool; input_pos (L,) cache slots when a KV cache is set up."""
+        mask (L, S) bool; caches: per layer (keys, values) buffers of S slots, written at
+        input_pos (L,), or None to attend within x only."""
         rot_q, rot_k_mixed = self.rotary_emb(pos_ids, prev_ids)
         for i, layer in enumerate(self.layers):
             args = (x, None if modulations is None else modulations[i], rot_q,
-                    rot_k_mixed[i] if i < len(rot_k_mixed) else rot_q, mask, input_pos)
+                    rot_k_mixed[i] if i < len(rot_k_mixed) else rot_q, mask,
+                    None if caches is None else caches[i], input_pos)
             if self.grad_checkpointing and torch.is_grad_enabled():
                 x = checkpoint(layer, *args, use_reentrant=False, context_fn=_selective_checkpoint,
                                **_CHECKPOINT_HOOKS)

@@ -8,6 +8,7 @@ REPO = Path(__file__).resolve().parents[1]
 # implementation computes for them (tests/fixtures/README.md). They live in the repository so a
 # fresh clone tests itself.
 FIXTURES = REPO / "tests" / "fixtures"
+PARITY_FIXTURES = ("tiny_2x", "tiny_options", "tiny_single")
 
 
 @pytest.fixture(scope="session")
@@ -24,6 +25,12 @@ def published_keys_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_dir() -> Path:
     return FIXTURES / "tiny_2x"
+
+
+@pytest.fixture(scope="session", params=PARITY_FIXTURES)
+def parity_dir(request) -> Path:
+    """Each parity fixture in turn (tests/fixtures/README.md)."""
+    return FIXTURES / request.param
 
 
 @pytest.fixture(scope="session")

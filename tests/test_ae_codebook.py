@@ -155,7 +155,7 @@ def test_requantize_logs_usage_and_perplexity(requant_run):
 
 def test_requantized_autoencoder_loads_into_generator(requant_run, few_images):
     _, out, _, _ = requant_run
-    section = {"img_size": IMG_SIZE, "num_classes": 10,
+    section = {"img_size": IMG_SIZE, "class_cond": True, "num_classes": 10,
                "llama_config": {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2,
                                 "num_hidden_layers": 1},
                "autoenc": {"config_path": "autoencoder_config.yaml", "checkpoint_path": "checkpoint.pth"}}

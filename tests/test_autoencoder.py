@@ -6,25 +6,35 @@ import torch
 from models.autoencoder import (AutoencoderConfig, VQModel, autoencoder_state_dict_from_file,
                                 load_autoencoder, load_llamagen_weights, load_state_dict_strict)
 
-SCALES = [1, 2, 4, 8]
 ATOL = 1e-4
 
 
-@pytest.fixture(scope="module")
-def tiny_ae(tiny_dir):
+def _fixture_autoencoder(folder):
     # The expected numbers come from the autoencoder stored inside the generator checkpoint
     # (`autoenc.*` of checkpoint-last.pth['model']); autoenc/checkpoint.pth holds different
     # weights of the same shapes.
-    model = VQModel(AutoencoderConfig.from_yaml(tiny_dir / "autoenc" / "autoencoder_config.yaml"))
-    state_dict = autoencoder_state_dict_from_file(tiny_dir / "checkpoint-last.pth", prefix="autoenc.")
+    model = VQModel(AutoencoderConfig.from_yaml(folder / "autoenc" / "autoencoder_config.yaml"))
+    state_dict = autoencoder_state_dict_from_file(folder / "checkpoint-last.pth", prefix="autoenc.")
     load_state_dict_strict(model, state_dict, "checkpoint-last.pth")
     return model.eval()
 
 
 @pytest.fixture(scope="module")
+def tiny_ae(tiny_dir):
+    return _fixture_autoencoder(tiny_dir)
+
+
+@pytest.fixture(scope="module")
 def pyramid(tiny_ae, tiny_expected):
     with torch.no_grad():
-        return tiny_ae.quantize_pyramid(tiny_expected["imgs"], SCALES)
+        return tiny_ae.quantize_pyramid(tiny_expected["imgs"], [1, 2, 4, 8])
+
+
+@pytest.fixture(scope="module")
+def parity(parity_dir):
+    """(autoencoder, expected tensors, scale sizes) of each parity fixture."""
+    scales = json.loads((parity_dir / "expected.json").read_text())["scale_sizes"]
+    return _fixture_autoencoder(parity_dir), torch.load(parity_dir / "expected.pt", weights_only=True), scales
 
 
 def test_config_from_fixture_yaml(tiny_dir):
@@ -46,18 +56,21 @@ def test_config_errors(tmp_path):
         AutoencoderConfig.from_yaml(bad)
 
 
-def test_encode_full(tiny_ae, tiny_expected):
+def test_encode_full(parity):
+    ae, expected, _ = parity
     with torch.no_grad():
-        z = tiny_ae.encode(tiny_expected["imgs"])
-    torch.testing.assert_close(z, tiny_expected["ae_encode_full"], atol=ATOL, rtol=0)
+        z = ae.encode(expected["imgs"])
+    torch.testing.assert_close(z, expected["ae_encode_full"], atol=ATOL, rtol=0)
 
 
-def test_quantize_pyramid(pyramid, tiny_expected):
-    zqs, inds = pyramid
-    for i, s in enumerate(SCALES):
+def test_quantize_pyramid(parity):
+    ae, expected, scales = parity
+    with torch.no_grad():
+        zqs, inds = ae.quantize_pyramid(expected["imgs"], scales)
+    for i, s in enumerate(scales):
         assert inds[i].dtype == torch.int64 and inds[i].shape == (3, s, s)
-        assert torch.equal(inds[i], tiny_expected[f"ae_q_inds_{i}"]), f"scale {s}"
-        torch.testing.assert_close(zqs[i], tiny_expected[f"ae_zq_{i}"], atol=ATOL, rtol=0)
+        assert torch.equal(inds[i], expected[f"ae_q_inds_{i}"]), f"scale {s}"
+        torch.testing.assert_close(zqs[i], expected[f"ae_zq_{i}"], atol=ATOL, rtol=0)
 
 
 def test_lookup_and_encode_pyramid(tiny_ae, pyramid, tiny_expected):
@@ -74,16 +87,18 @@ def test_lookup_and_encode_pyramid(tiny_ae, pyramid, tiny_expected):
     assert torch.equal(got[0], inds[1]) and torch.equal(got[1], inds[3])
 
 
-def test_decode_last(tiny_ae, tiny_expected):
+def test_decode_last(parity):
+    ae, expected, scales = parity
     with torch.no_grad():
-        img = tiny_ae.decode(tiny_expected["ae_zq_3"])
-    torch.testing.assert_close(img, tiny_expected["ae_decode_last"], atol=ATOL, rtol=0)
+        img = ae.decode(expected[f"ae_zq_{len(scales) - 1}"])
+    torch.testing.assert_close(img, expected["ae_decode_last"], atol=ATOL, rtol=0)
 
 
-@pytest.mark.parametrize("s", SCALES)
-def test_rescale_latents(tiny_ae, tiny_expected, s):
-    z = tiny_ae.rescale_latents(tiny_expected["ae_zq_3"], s)
-    torch.testing.assert_close(z, tiny_expected[f"ae_rescale_latents_to_{s}"], atol=ATOL, rtol=0)
+def test_rescale_latents(parity):
+    ae, expected, scales = parity
+    for s in scales:
+        z = ae.rescale_latents(expected[f"ae_zq_{len(scales) - 1}"], s)
+        torch.testing.assert_close(z, expected[f"ae_rescale_latents_to_{s}"], atol=ATOL, rtol=0)
 
 
 def test_standalone_checkpoint_loads(tiny_dir):

@@ -48,8 +48,9 @@ def test_single_scale():
 def test_zero_size_scale_is_a_config_error():
     with pytest.raises(ValueError, match="zero-size scale"):
         scale_sizes(16, 8, 1)
-    with pytest.raises(ValueError, match="scale_ratio must be > 1"):
-        scale_sizes(16, 1, 1)
+    for ratio in (1, math.inf, math.nan):
+        with pytest.raises(ValueError, match="scale_ratio must be a finite number > 1"):
+            scale_sizes(16, ratio, 1)
 
 
 def test_block_sizes():

@@ -23,13 +23,11 @@ def _step(model, checkpointing: bool):
     """Loss, gradients and saved bytes of one training step with the regularisers on."""
     model.llama.grad_checkpointing = checkpointing
     model.zero_grad(set_to_none=True)
-    model.seed_block_sizes(3)
-    layout = model.training_layout()
     g = torch.Generator().manual_seed(0)
     indices = [torch.randint(0, model.autoenc.config.n_embed, (4, s, s), generator=g) for s in model.scale_sizes]
     labels = torch.randint(0, model.cfg.num_classes, (4,), generator=g)
-    torch.manual_seed(1)  # label dropout and random replacement draw from the global generator
-    (loss, _), saved = saved_tensor_bytes(lambda: model.loss(indices, labels, layout=layout))
+    torch.manual_seed(1)  # the block split, label drop and random replacement draw from the global generator
+    (loss, _), saved = saved_tensor_bytes(lambda: model.loss(indices, labels))
     loss.backward()
     grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
     model.llama.grad_checkpointing = False

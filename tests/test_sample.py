@@ -30,7 +30,7 @@ def tiny(tiny_dir):
 def uncond_dir(tiny_dir, tmp_path_factory):
     """The fixture's architecture without classes, fresh weights, in the published layout."""
     section, _ = read_config(tiny_dir / "config.yaml")
-    section["class_cond"] = False
+    section.update(class_cond=False, num_classes=0)
     for key in ("config_path", "checkpoint_path"):
         section["autoenc"][key] = str(tiny_dir / section["autoenc"][key])
     torch.manual_seed(0)

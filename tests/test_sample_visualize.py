@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from models import load_model
+from models.sampler import Sampler
 from sampling import figures as visualize
 from sampling.sample_io import to_uint8
 
@@ -14,9 +15,9 @@ STEPS = [1, 2, 4, 4]
 @pytest.fixture(scope="module")
 def trace(tiny_dir):
     model = load_model(tiny_dir)
-    out = model.generate(labels=torch.tensor([2, 7]), cfg=1.5, cfg_start_step=2, steps_per_scale=STEPS,
-                         temperature=1.0, generator=[torch.Generator().manual_seed(i) for i in range(2)],
-                         return_trace=True)
+    out = Sampler(model).generate(labels=torch.tensor([2, 7]), cfg=1.5, cfg_start_step=2, steps_per_scale=STEPS,
+                                  temperature=1.0, generator=[torch.Generator().manual_seed(i) for i in range(2)],
+                                  return_trace=True)
     return model, out
 
 

@@ -39,7 +39,9 @@ log = logging.getLogger(__name__)
 # Autoencoder parts by use: training reads only the codebook (`quantize`); encoding images needs these
 ENCODER_PARTS = ("encoder", "quant_conv")
 DECODER_PARTS = ("decoder", "post_quant_conv")
-SEED_TORCH, SEED_BLOCKS = 1, 2  # streams of epoch_seed(seed, epoch, rank, stream)
+# Stream of epoch_seed(seed, epoch, rank, stream) seeding torch's generators: label drop, random
+# replacement and the block splits of training all draw from them, on the device.
+SEED_TORCH = 1
 SKIPPED_NAMES_SHOWN = 3
 
 
@@ -64,8 +66,8 @@ class GeneratorLoss(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, indices, labels, layout=None):
-        return self.model.loss(indices, labels, layout=layout)
+    def forward(self, indices, labels):
+        return self.model.loss(indices, labels)
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -110,25 +112,18 @@ def _ddp_of(module):
     return module if isinstance(module, DDP) else None
 
 
-def _generator_of(module) -> CheckerboardGenerator:
-    module = getattr(module, "_orig_mod", module)
-    return (module.module if isinstance(module, DDP) else module).model
-
-
 def train_step(model: nn.Module, batch, optimizer, scaler, options: StepOptions, accumulate: bool = False) -> dict:
     """Forward and backward of one batch `(indices, labels)`; unless `accumulate`, also unscale, clip,
     step the optimizer and clear the gradients. Returns the loss statistics and, after a step,
     `grad_norm`, as device tensors (no host sync). The loss is divided by `options.accum_iter`."""
     indices, labels = batch
-    generator = _generator_of(model)
-    # The random block split is drawn here, outside a compiled forward: inside, every new split
-    # would be a new graph.
-    layout = generator.training_layout(indices[0].device) if generator.training else None
     ddp = _ddp_of(model)
     sync = ddp.no_sync() if accumulate and ddp is not None else nullcontext()
     with sync:
-        with torch.autocast(indices[0].device.type, dtype=options.amp_dtype, enabled=options.amp_dtype is not None):
-            loss, stats = model(indices, labels, layout)
+        amp = nullcontext() if options.amp_dtype is None else torch.autocast(indices[0].device.type,
+                                                                            dtype=options.amp_dtype)
+        with amp:
+            loss, stats = model(indices, labels)
         scaler.scale(loss / options.accum_iter).backward()
     stats = {k: v.detach() for k, v in stats.items()}
     if accumulate:
@@ -390,7 +385,6 @@ class RunningMeans:
 
 def seed_epoch(run: TrainingRun, epoch: int):
     torch.manual_seed(epoch_seed(run.config.seed, epoch, run.rank, SEED_TORCH))
-    run.model.seed_block_sizes(epoch_seed(run.config.seed, epoch, run.rank, SEED_BLOCKS))
 
 
 def _check_finite(run: TrainingRun, values: dict, epoch: int, first: int, last: int):

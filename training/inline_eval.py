@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 from common import npz
 from common.distributed import barrier
 from common.images import IMAGE_EXTENSIONS, list_images, load_rgb_array
+from models.sampler import Sampler
 from sampling import sample_io
 from sampling.figures import image_grid, save_png
 
@@ -45,16 +46,16 @@ def sample_images(generator, indices: list[int], settings: SampleSettings, devic
     """uint8 (n, H, W, 3) samples: sample i is main_sample.py's sample i with --fid and these settings
     (class i % num_classes, drawn from the stream of sample_io.sample_seed(seed, i)), whatever the
     batches or processes the indices are split among."""
-    out = []
+    out, sampler = [], Sampler(generator)
     for lo in range(0, len(indices), settings.batch_size):
         chunk = indices[lo:lo + settings.batch_size]
         streams = sample_io.sample_generators(settings.seed, chunk, device)
         labels = (sample_io.balanced_labels(chunk, generator.cfg.num_classes).to(device)
                   if generator.cfg.class_cond else None)
         cfg = settings.cfg if generator.cfg.class_cond else 0.0
-        result = generator.generate(labels=labels, batch_size=len(chunk), cfg=cfg,
-                                    cfg_start_step=settings.cfg_start_step, steps_per_scale=settings.steps_per_scale,
-                                    temperature=settings.temperature, generator=streams)
+        result = sampler.generate(labels=labels, batch_size=len(chunk), cfg=cfg, cfg_start_step=settings.cfg_start_step,
+                                  steps_per_scale=settings.steps_per_scale, temperature=settings.temperature,
+                                  generator=streams)
         out.append(sample_io.to_uint8(result.images))
     return np.concatenate(out) if out else np.zeros((0, 0, 0, 3), dtype=np.uint8)
 
