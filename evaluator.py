@@ -1,4 +1,4 @@
-"""ADM evaluation (SPEC section 9): Inception Score, FID, sFID, precision and recall.
+"""ADM evaluation (the protocol of the guided-diffusion evaluator): Inception Score, FID, sFID, precision and recall.
 
 Same graph, features and statistics as openai/guided-diffusion `evaluations/evaluator.py`, so
 the numbers compare with published ones. TensorFlow is imported only when images go through

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sample NUM_SAMPLES images with one checkpoint and setting, then score them with the ADM
-# evaluator against the reference batch (SPEC section 9). Results: eval/<setting>_eval.txt.
+# evaluator against the reference batch (the ADM protocol, evaluator.py). Results: eval/<setting>_eval.txt.
 # Any setting below can be overridden from the environment, e.g. CFG=2.0 bash run_evaluator.sh
 set -euo pipefail
 

@@ -69,7 +69,7 @@ def psnr(reconstruction, target):
 def evaluate_autoencoder(model: VQModel, batches, scale_sizes, device="cpu") -> dict:
     """`batches` yields (B, 3, H, W) images in [-1, 1] with H = W = max(scale_sizes) * stride.
 
-    Every scale sees the image resized as the generator's pyramid does (SPEC 3) and compares
+    Every scale sees the image resized as the generator's pyramid does (docs/method.md §3) and compares
     the reconstruction with that resized image. PSNR is averaged over images."""
     model.eval()
     n_embed = model.config.n_embed

@@ -80,7 +80,7 @@ class StepBatches(Sampler):
 
 
 def image_at_scale(imgs, size: int, stride: int):
-    """The image seen by latent scale `size`: resized as VQModel.quantize_pyramid does (SPEC 3),
+    """The image seen by latent scale `size`: resized as VQModel.quantize_pyramid does (docs/method.md §3),
     the full size passed as is."""
     if imgs.shape[-1] == size * stride:
         return imgs

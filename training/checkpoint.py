@@ -38,7 +38,7 @@ def save_training_checkpoint(output_dir, state: dict, keep: bool) -> Path:
 
 
 def training_state(model_state: dict, ema_state: dict | None, optimizer, scaler, epoch: int, args) -> dict:
-    """The published checkpoint dictionary (SPEC 8)."""
+    """The published checkpoint dictionary (docs/method.md §9)."""
     return {"model": model_state, "model_ema": ema_state, "optimizer": optimizer.state_dict(), "epoch": epoch,
             "scaler": scaler.state_dict(), "args": args}
 
