@@ -20,7 +20,8 @@ from common.lr_schedule import cosine_decay, set_lr
 from models.autoencoder import (LLAMAGEN_MODULES, AutoencoderConfig, VQModel, load_llamagen_weights,
                                 load_state_dict_strict)
 from common.distributed import resolve_device
-from models.checkpoint import load_checkpoint_file, read_config
+from common.checkpoints import load_checkpoint_file
+from models.checkpoint import read_config
 
 from .autoencoder_files import write_autoencoder
 from .codebook import (LatentStatistics, flat_latents, initial_codebook, perplexity, reinit_dead_codes,

@@ -14,7 +14,8 @@ import yaml
 
 from common.files import atomic_copy, atomic_torch_save, atomic_write_text
 from models.autoencoder import load_state_dict_strict
-from models.checkpoint import build_generator, checkpoint_paths, load_checkpoint_file, read_config, resolve_path
+from common.checkpoints import load_checkpoint_file
+from models.checkpoint import build_generator, checkpoint_paths, read_config, resolve_path
 
 LAST = "checkpoint-last.pth"
 # The tables with one row per position id (all scales, smallest first, then any special ids): their
