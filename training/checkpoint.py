@@ -28,14 +28,22 @@ def epoch_checkpoint_name(epoch: int) -> str:
     return f"checkpoint-{epoch}.pth"
 
 
+def kept_epoch(epoch: int, epochs: int, save_freq: int) -> bool:
+    """Whether checkpoint-<epoch>.pth is kept: every save_freq epochs and after the last one."""
+    return (epoch + 1) % save_freq == 0 or epoch + 1 == epochs
+
+
 def save_training_checkpoint(output_dir, state: dict, keep: bool) -> Path:
-    """Write checkpoint-last.pth; with `keep`, also checkpoint-<state['epoch']>.pth (a hard link
-    to the same bytes where the file system allows, else a copy)."""
+    """Write checkpoint-last.pth; with `keep`, checkpoint-<state['epoch']>.pth first and checkpoint-last.pth
+    as a hard link to the same bytes (a copy where the file system has no links). In that order a run
+    stopped between the two resumes from the epoch before and makes the kept file again; the other
+    order would leave that epoch's kept checkpoint never made."""
     output_dir = Path(output_dir)
-    last = atomic_torch_save(output_dir / LAST, state)
-    if keep:
-        atomic_copy(last, output_dir / epoch_checkpoint_name(state["epoch"]))
-    return last
+    last = output_dir / LAST
+    if not keep:
+        return atomic_torch_save(last, state)
+    kept = atomic_torch_save(output_dir / epoch_checkpoint_name(state["epoch"]), state)
+    return atomic_copy(kept, last)
 
 
 def training_state(model_state: dict, ema_state: dict | None, optimizer, scaler, epoch: int, args) -> dict:
@@ -44,12 +52,19 @@ def training_state(model_state: dict, ema_state: dict | None, optimizer, scaler,
             "scaler": scaler.state_dict(), "args": args}
 
 
-def load_training_checkpoint(path) -> tuple[dict, Path]:
-    """(checkpoint dict, its file) from a checkpoint file or a run folder."""
+def load_training_checkpoint(path, resume: bool = False) -> tuple[dict, Path]:
+    """(checkpoint dict, its file) from a checkpoint file or a run folder; to `resume` it must hold the
+    training state too (optimizer and epoch), not only the weights."""
     ckpt_path, _ = checkpoint_paths(path)
     ckpt = load_checkpoint_file(ckpt_path)
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
         raise ValueError(f"{ckpt_path}: not a generator checkpoint (no 'model' state dict)")
+    if resume:
+        missing = [key for key, kind in (("optimizer", dict), ("epoch", int)) if not isinstance(ckpt.get(key), kind)]
+        if missing:
+            raise ValueError(f"{ckpt_path} holds no training state ({' and '.join(missing)}): it cannot be resumed "
+                             f"(a published or exported checkpoint?); to start a new run from its weights, pass "
+                             f"--weights_init {path} instead of --resume")
     return ckpt, ckpt_path
 
 
