@@ -38,10 +38,11 @@ def main(argv=None):
         _, yaml_args = read_config(config_path)
         config = make_config(config_path, yaml_args, values, command_line=True)
         run = AutoencoderRun(config)  # every check: nothing is written before it passes
+        run.start()
     # From here the inputs were fine: a failure (a full disk) is the run's, and checkpoint-last.pth keeps
     # the last saved step.
     with one_line_errors(PROG, EXIT_FAILED):
-        output_dir = run.run()
+        output_dir = run.train()
     print(f"wrote {output_dir / 'autoencoder_config.yaml'} and {output_dir / 'checkpoint.pth'}")
 
 

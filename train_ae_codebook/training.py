@@ -8,6 +8,7 @@ a step derives from (seed, step), so a resumed run repeats an uninterrupted one 
 """
 import dataclasses
 import json
+from contextlib import ExitStack
 from pathlib import Path
 
 import torch
@@ -104,6 +105,7 @@ class AutoencoderRun:
         self.output_dir = Path(config.output_dir)
         self.check_output_dir()
         self.start_step = 0
+        self._lock = ExitStack()
 
     # ---- the output folder --------------------------------------------------------------
     def check_output_dir(self):
@@ -206,15 +208,29 @@ class AutoencoderRun:
 
     # ---- the loop -----------------------------------------------------------------------
     def run(self) -> Path:
-        """Trains holding the output folder's lock (a second run of the folder is refused); under it, the
-        folder is checked again and an interrupted run's partial files removed."""
-        with run_lock(self.output_dir):
+        self.start()
+        return self.train()
+
+    def start(self):
+        """Takes the output folder's lock (a second run of the folder is refused), checks the folder again
+        under it, removes an interrupted run's partial files and restores its state. `train` releases it."""
+        self._lock.enter_context(run_lock(self.output_dir))
+        try:
             self.check_output_dir()
             remove_temporaries(self.output_dir)
             if (self.output_dir / CHECKPOINT_LAST).is_file():
                 self.load_state(self.output_dir / CHECKPOINT_LAST)
                 tqdm.write(f"resuming {self.output_dir / CHECKPOINT_LAST} at step {self.start_step}")
+        except BaseException:
+            self._lock.close()
+            raise
+
+    def train(self) -> Path:
+        """Trains (after `start`) and writes the autoencoder; returns the output folder."""
+        try:
             return self._train()
+        finally:
+            self._lock.close()
 
     def _train(self) -> Path:
         cfg = self.config

@@ -567,11 +567,11 @@ def fit(run: TrainingRun) -> Path:
             log.info("starting at epoch %d of %d (--start_epoch)", run.start_epoch, config.epochs)
     for epoch in range(run.start_epoch, config.epochs):
         summary = train_one_epoch(run, epoch)
-        save(run, epoch)
-        if run.is_main:
+        if run.is_main:  # before the save: a save that fails (a full disk) comes after the epoch's result
             log.info("epoch %d: loss %.4f", epoch, summary.get("loss_total", float("nan")))
             run.metrics.record({"epoch": epoch, "epoch_mean": summary})
             run.metrics.flush()
+        save(run, epoch)
         if config.eval_freq and ((epoch + 1) % config.eval_freq == 0 or epoch + 1 == config.epochs):
             evaluate(run, epoch)
     return run.output_dir
