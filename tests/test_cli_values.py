@@ -155,3 +155,11 @@ def test_autoencoder_training_never_writes_into_another_models_folder(data, tiny
     assert_one_line_error(result, "main_train_ae.py", f"--output_dir {published} is not empty (autoencoder_config.yaml, "
                                                       f"checkpoint.pth) and holds no checkpoint-last.pth")
     files.assert_unchanged()
+
+
+def test_an_error_in_a_data_loader_worker_is_its_own_one_line(tiny_dir, tmp_path, capfd):
+    # torch re-raises a worker's error with the worker's whole traceback in its text: the line keeps the error
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\nnot the rest of a PNG")
+    result = run_main(main_evaluate_ae.main, ["--autoenc_dir", tiny_dir / "autoenc", "--data_path", tmp_path,
+                                              "--device", "cpu", "--num_workers", "1"], capfd)
+    assert_one_line_error(result, "main_evaluate_ae.py", f"{tmp_path / 'bad.png'}: cannot read the image")
