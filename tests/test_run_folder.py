@@ -84,12 +84,13 @@ def test_a_new_run_writes_only_into_a_new_or_empty_folder(config, tmp_path, capf
 
 def test_resume_into_a_new_folder_continues_there_and_leaves_the_source_alone(config, two_epochs, tmp_path):
     files = Files(two_epochs)
-    fork = train(replace(config, output_dir=str(tmp_path / "fork"), resume=str(two_epochs / "checkpoint-0.pth"),
-                         epochs=2))
+    run = setup(replace(config, output_dir=str(tmp_path / "fork"), resume=str(two_epochs / "checkpoint-0.pth"),
+                        epochs=2))
+    run.close()
     files.assert_unchanged()
-    # the fork repeats the source's epoch 1 exactly
-    for name, value in weights(two_epochs / "checkpoint-1.pth").items():
-        assert torch.equal(value, weights(fork / "checkpoint-last.pth")[name]), name
+    assert run.start_epoch == 1 and (tmp_path / "fork" / "config.yaml").is_file()
+    for name, value in weights(two_epochs / "checkpoint-0.pth").items():
+        assert torch.equal(value, run.model.state_dict()[name]), name
 
 
 def test_resume_of_an_older_checkpoint_into_its_folder_is_refused(two_epochs, tmp_path, capfd):
