@@ -1,6 +1,7 @@
 """One reader per kind of file (issue 17): every unusable checkpoint or YAML file is one line naming the
 file and the problem, through every loader and entry point that reads one."""
 import argparse
+import io
 import os
 import shutil
 import zipfile
@@ -13,6 +14,7 @@ import yaml
 import main
 from cli_check import Files, assert_one_line_error, run_main
 from common.checkpoints import load_checkpoint_file
+from common.npz import iter_rows
 from common.yaml_files import load_yaml
 from models import load_model
 from models.autoencoder import AutoencoderConfig, load_autoencoder
@@ -202,3 +204,29 @@ def test_autoencoder_config_values_are_checked(params, shown, tiny_dir, tmp_path
     with pytest.raises(ValueError) as error:
         AutoencoderConfig.from_yaml(path)
     assert str(error.value).startswith(str(path)) and shown in str(error.value), str(error.value)
+
+
+def _npz_cases(tmp_path):
+    """{name: (file, what the line says)} of .npz files that cannot be read."""
+    np.savez(tmp_path / "good.npz", arr_0=np.arange(24, dtype=np.uint8).reshape(4, 2, 3))
+    data = (tmp_path / "good.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[:len(data) // 2])
+    np.savez(tmp_path / "objects.npz", arr_0=np.array([{"a": 1}, None], dtype=object))
+    header = io.BytesIO()
+    np.save(header, np.zeros((2, 3), np.uint8))
+    with zipfile.ZipFile(tmp_path / "short.npz", "w") as z:  # the header announces more rows than there are
+        z.writestr("arr_0.npy", header.getvalue().replace(b"(2, 3)", b"(9, 3)"))
+    with zipfile.ZipFile(tmp_path / "junk.npz", "w") as z:
+        z.writestr("arr_0.npy", b"not an array")
+    return {"cut": "not an .npz file", "objects": "holds Python objects (a pickle), which are never loaded",
+            "short": "'arr_0' is cut short: 9 rows announced, the data ends in row 2",
+            "junk": "'arr_0' is not a readable .npy array"}
+
+
+def test_every_unusable_npz_is_one_line_naming_the_file(tmp_path):
+    for name, expected in _npz_cases(tmp_path).items():
+        path = tmp_path / f"{name}.npz"
+        with pytest.raises(ValueError) as error:
+            list(iter_rows(path, "arr_0", 2))
+        assert str(error.value).startswith(f"{path}: ") and expected in str(error.value), str(error.value)
+    assert [r.shape for r in iter_rows(tmp_path / "good.npz", "arr_0", 3)] == [(3, 2, 3), (1, 2, 3)]
