@@ -54,7 +54,8 @@ def _load_problem(error: Exception) -> str:
 def load_checkpoint_file(path, map_location="cpu", what: str = "checkpoint", mmap: bool = False):
     """The object saved in the checkpoint file at `path` (weights only), on `map_location`.
     `what` names the kind of file in messages ("autoencoder checkpoint", ...); `mmap`: tensors stay
-    in the file until used (to read a few values of a large checkpoint)."""
+    in the file until used (to read a few values of a large checkpoint; torch's older format, which
+    cannot be mapped, is read whole)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{what} not found: {path}")
@@ -65,7 +66,10 @@ def load_checkpoint_file(path, map_location="cpu", what: str = "checkpoint", mma
         if problem is None:
             try:
                 with torch.serialization.safe_globals([argparse.Namespace]):
-                    return torch.load(path if mmap else f, map_location=map_location, weights_only=True, mmap=mmap)
+                    mapped = mmap and f.read(len(ZIP_MAGIC)) == ZIP_MAGIC
+                    f.seek(0)
+                    return torch.load(path if mapped else f, map_location=map_location, weights_only=True,
+                                      mmap=mapped)
             except Exception as e:  # noqa: BLE001 - whatever fails while parsing the bytes, the file is bad
                 problem = _load_problem(e)
     raise CheckpointError(f"{path}: {problem}")

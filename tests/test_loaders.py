@@ -78,6 +78,8 @@ def test_missing_folder_and_whole_checkpoints(tiny_dir, tmp_path):
     assert load_checkpoint_file(tiny_dir / "checkpoint-last.pth")["model"]
     torch.save({"args": argparse.Namespace(epochs=3)}, tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)
     assert load_checkpoint_file(tmp_path / "legacy.pth")["args"].epochs == 3  # torch's older format, as published
+    assert load_checkpoint_file(tmp_path / "legacy.pth", mmap=True)["args"].epochs == 3  # read whole: no mapping
+    assert load_checkpoint_file(tiny_dir / "checkpoint-last.pth", mmap=True)["model"]
 
 
 @pytest.mark.parametrize("text, where", [
