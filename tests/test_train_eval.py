@@ -125,3 +125,17 @@ def test_several_guidance_values_kept_samples_and_samples_only(tiny, tmp_path, m
                            inception_weights=weights, samples_dir=tmp_path / "only", samples_only=True)
     assert only(tiny, epoch=1, device=torch.device("cpu"))[0] == {}  # calculate_metrics is not called again
     assert not list((tmp_path / "only").iterdir())  # drawn, then removed: keep_samples is 0
+
+
+def test_removing_the_evaluation_samples_leaves_the_user_s_files(tiny, tmp_path, monkeypatch):
+    """Without keep_samples only the rank files the evaluation wrote go, never the folder around them."""
+    settings = SampleSettings(cfg=1.5, cfg_start_step=2, seed=1, batch_size=3)
+    folder = tmp_path / "kept" / "samples_ep002_cfg1.50"
+    folder.mkdir(parents=True)
+    (folder / "notes.txt").write_text("the user's")
+    evaluator = InlineEvaluator(tmp_path / "out", settings, num_samples=3, grid_samples=0,
+                                samples_dir=tmp_path / "kept", samples_only=True)
+    evaluator(tiny, epoch=2, device=torch.device("cpu"))
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+    evaluator(tiny, epoch=3, device=torch.device("cpu"))
+    assert not (tmp_path / "kept" / "samples_ep003_cfg1.50").exists()  # its own folder goes too
