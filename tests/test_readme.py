@@ -1,0 +1,52 @@
+"""README.md against the code: the demo's numbers are docs/demo_report.json's, and the Python API
+snippet runs as written (on the tiny_2x fixture instead of the published checkpoint)."""
+import json
+import re
+import shutil
+
+import pytest
+
+from digits_demo import readme
+
+REPO = readme.Path(__file__).resolve().parents[1]
+
+
+def test_the_readme_s_demo_numbers_are_the_committed_report_s():
+    report = json.loads((REPO / readme.REPORT_COPY).read_text())
+    assert readme.readme_paragraph(REPO / "README.md") == readme.numbers_paragraph(report)
+    assert not report["reused_stages"] and report["run"]["commit"] not in ("unknown", None)
+
+
+def test_publish_writes_the_numbers_and_refuses_a_partial_run(tmp_path):
+    repo, out = tmp_path / "repo", tmp_path / "out"
+    (repo / "docs").mkdir(parents=True)
+    out.mkdir()
+    (repo / "README.md").write_text(f"# x\n{readme.BEGIN}\nold numbers\n{readme.END}\nrest\n")
+    report = json.loads((REPO / readme.REPORT_COPY).read_text())
+    report["classifier"]["generated_accuracy"] = 0.5
+    (out / "report.json").write_text(json.dumps(report))
+    (out / "grid.png").write_bytes(b"png")
+    readme.publish(out, repo)
+    text = (repo / "README.md").read_text()
+    assert text.startswith(f"# x\n{readme.BEGIN}\n") and text.endswith(f"{readme.END}\nrest\n")
+    assert readme.readme_paragraph(repo / "README.md") == readme.numbers_paragraph(report)
+    assert "50.0% of the" in text and max(map(len, text.splitlines())) <= 100
+    assert (repo / "docs" / "demo_grid.png").read_bytes() == b"png"
+    report["reused_stages"] = ["data"]
+    (out / "report.json").write_text(json.dumps(report))
+    with pytest.raises(ValueError, match="the stages data were reused"):
+        readme.publish(out, repo)
+
+
+def test_the_python_api_snippet_runs_as_written(tiny_dir, monkeypatch):
+    text = (REPO / "README.md").read_text()
+    snippet = re.search(r"## Python API\n\n```python\n(.*?)```", text, re.S).group(1)
+    assert '"pretrained_models/checkerboard-L-2x"' in snippet and 'device="cuda"' in snippet
+    # The published L-2x on a GPU, as written; here the tiny fixture on the CPU, with its classes.
+    code = (snippet.replace('"pretrained_models/checkerboard-L-2x"', repr(str(tiny_dir)))
+            .replace('"cuda"', '"cpu"').replace("[207, 360]", "[2, 7]"))
+    namespace = {}
+    exec(compile(code, "README.md (Python API)", "exec"), namespace)
+    out = namespace["out"]
+    assert out.images.shape[:2] == (2, 3) and out.images.min() >= -1 and out.images.max() <= 1
+    assert len(out.tokens) == len(namespace["model"].scale_sizes)
