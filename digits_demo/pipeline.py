@@ -112,11 +112,12 @@ def run_demo(config: DemoConfig, argv: list[str] = ()) -> dict:
     config.validate()
     torch.set_num_threads(config.threads)
     out = Path(config.output_dir)
+    run = provenance(list(argv))  # now: the code that runs is the checkout as it is at the start
     with run_lock(out):
-        return _run_stages(config, out, list(argv))
+        return _run_stages(config, out, run)
 
 
-def _run_stages(config: DemoConfig, out: Path, argv: list[str]) -> dict:
+def _run_stages(config: DemoConfig, out: Path, run: dict) -> dict:
     stages = Stages(out, config.force, OWN_FILES)
     data_dir, ae_dir, run_dir, samples_dir = out / "data", out / "autoenc", out / "generator", out / "samples"
     total_start = time.perf_counter()
@@ -156,7 +157,7 @@ def _run_stages(config: DemoConfig, out: Path, argv: list[str]) -> dict:
         "seconds_this_run": time.perf_counter() - total_start,
         "generator_epochs": int(load_checkpoint_file(run_dir / LAST)["epoch"]) + 1,
         "sampling": config.sampling_settings(),
-        "run": provenance(argv),
+        "run": run,
         "files": {"grid": str(out / GRID), "checkerboard_steps": str(out / STEPS_FIGURE),
                   "samples": str(samples_dir / "samples.npz"), "generator": str(run_dir), "autoencoder": str(ae_dir)},
     }

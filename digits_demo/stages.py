@@ -54,7 +54,7 @@ class Stages:
             return result
         if not same:
             self._clear(name, record, folder)
-        self.records[name] = {"settings": settings, "finished": False, "folder": str(folder.relative_to(self.output_dir))}
+        self.records[name] = {"settings": settings, "finished": False}
         self._save()
         start = time.perf_counter()
         result = work()

@@ -103,8 +103,9 @@ def draw(sampler: Sampler, plan: SamplePlan, indices: list[int], device, return_
     generators = sample_generators(plan.seed, indices, device)
     labels = labels_for(plan, indices, generators)
     return sampler.generate(labels=None if labels is None else labels.to(device), batch_size=len(indices),
-                            cfg=plan.cfg, cfg_start_step=plan.cfg_start_step, steps_per_scale=list(plan.steps_per_scale),
-                            temperature=plan.temperature, generator=generators, return_trace=return_trace)
+                            cfg=plan.cfg, cfg_start_step=plan.cfg_start_step,
+                            steps_per_scale=list(plan.steps_per_scale), temperature=plan.temperature,
+                            generator=generators, return_trace=return_trace)
 
 
 def draw_images(sampler: Sampler, plan: SamplePlan, indices: list[int], batch_size: int, device,

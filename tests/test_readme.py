@@ -2,7 +2,6 @@
 snippet runs as written (on the tiny_2x fixture instead of the published checkpoint)."""
 import json
 import re
-import shutil
 
 import pytest
 
@@ -50,3 +49,53 @@ def test_the_python_api_snippet_runs_as_written(tiny_dir, monkeypatch):
     out = namespace["out"]
     assert out.images.shape[:2] == (2, 3) and out.images.min() >= -1 and out.images.max() <= 1
     assert len(out.tokens) == len(namespace["model"].scale_sizes)
+
+
+def _commands(script: str) -> list[list[str]]:
+    """The arguments of every `script` command in the README's indented code blocks (continuation
+    lines joined, comments dropped)."""
+    import shlex
+
+    text = (REPO / "README.md").read_text().replace("\\\n", " ")
+    found = []
+    for line in text.splitlines():
+        command = line.split(" #")[0].strip()
+        if not line.startswith("    ") or not command.startswith(("python ", "torchrun ")):
+            continue
+        words = shlex.split(command)
+        if script in words:
+            found.append(words[words.index(script) + 1:])
+    return found
+
+
+@pytest.mark.parametrize("script", ["main_sample.py", "demo.py"])
+def test_the_readme_s_commands_parse(script):
+    """Every option of the README's sampling and demo commands exists and takes the value given."""
+    import demo
+    import main_sample
+    from common.config import command_line, given_options, make
+    from digits_demo.config import DemoConfig
+    from sampling.config import SampleConfig
+
+    parser, cls = {"main_sample.py": (main_sample.get_args_parser, SampleConfig),
+                   "demo.py": (demo.get_args_parser, DemoConfig)}[script]
+    commands = _commands(script)
+    assert len(commands) >= 2
+    for argv in commands:
+        values = given_options(parser(), argv)
+        values.pop("calculate_flops", None)
+        make(cls, command_line(values))
+
+
+def test_the_sweep_snippet_runs_as_written(tiny_dir, tmp_path):
+    text = (REPO / "README.md").read_text()
+    snippet = re.search(r"From Python, the same run is .*?```python\n(.*?)```", text, re.S).group(1)
+    # 50,000 samples of the published L-2x on a GPU, as written; here 10 of the tiny fixture's on the CPU.
+    code = (snippet.replace('"pretrained_models/checkerboard-L-2x"', repr(str(tiny_dir)))
+            .replace('"cuda"', '"cpu"').replace("fid=True", "fid=True, num_samples=10, shard_size=5")
+            .replace('f"samples/sweep/', f'f"{tmp_path}/'))
+    exec(compile(code, "README.md (sweep)", "exec"), {})
+    for cfg in (1.25, 1.5, 2.0):
+        record = json.loads((tmp_path / f"cfg{cfg}" / "sampling.json").read_text())
+        assert record["cfg"] == cfg and record["label_mode"] == "balanced" and record["num_samples"] == 10
+        assert (tmp_path / f"cfg{cfg}" / "samples.npz").is_file()
