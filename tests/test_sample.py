@@ -266,7 +266,7 @@ def test_rerunning_a_finished_fid_run_draws_nothing_and_another_command_is_refus
         assert _snapshot(out) == before
 
 
-def test_a_finished_run_writes_only_the_outputs_that_are_missing(tiny_dir, tmp_path, capsys):
+def test_a_finished_run_missing_an_output_writes_it_without_drawing_again(tiny_dir, tmp_path, capsys):
     out = tmp_path / "fid"
     command = ["--checkpoint", tiny_dir, "--output_dir", out, *FID_ARGS]
     assert run_main(command, capsys)[0] == 0
