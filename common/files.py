@@ -9,11 +9,16 @@ process and call (two runs never share one, even on two machines with the same p
 recognisable by `TEMPORARY_NAME`, which tells the target and the process that wrote it, so that a
 later start can find what an interrupted run left behind. pretrained_models/download.sh names its
 partial downloads the same way.
+
+A run folder belongs to one run: `run_lock(folder)` holds it for one process while that process
+writes there, and refuses a second one with one line.
 """
+import fcntl
 import os
 import re
 import secrets
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -28,6 +33,15 @@ def temporary_path(path) -> Path:
 def leftover_temporaries(folder) -> list[Path]:
     """The temporary files of this module's naming in `folder` (not below it)."""
     return sorted(p for p in Path(folder).iterdir() if TEMPORARY_NAME.match(p.name) and p.is_file())
+
+
+def remove_temporaries(folder) -> list[Path]:
+    """Removes the leftover temporaries of `folder` (an interrupted run's partial files) and returns
+    them. Only while holding the folder's `run_lock`: a running writer's temporary looks the same."""
+    leftovers = leftover_temporaries(folder)
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    return leftovers
 
 
 def _commit(tmp: Path, path: Path) -> None:
@@ -87,3 +101,54 @@ def atomic_copy(source, path) -> Path:
             shutil.copyfile(source, tmp)
 
     return _replace(path, make)
+
+
+# ---- one run per folder --------------------------------------------------------------------------
+LOCK_NAME = ".run.lock"
+
+
+class FolderInUse(OSError):
+    """Another process holds the folder's run_lock."""
+
+
+def _holder(fd: int) -> str:
+    text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+    return f" (process {text})" if text.isdigit() else ""
+
+
+@contextmanager
+def run_lock(folder):
+    """Holds `folder` (made if missing) for this process alone while the block runs, or raises
+    FolderInUse at once (no waiting) when another process holds it.
+
+    An exclusive flock on `folder/.run.lock`: the kernel releases it when the process ends, however
+    it ends, so a killed run never leaves the folder locked. The file holds the holder's pid (for
+    the message) and is removed on release. A process that opened the file just before its holder
+    removed it would lock a file that is no longer there: it checks that the path still names the
+    file it locked, and starts again when not."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_NAME
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(fd)
+            os.close(fd)
+            raise FolderInUse(f"{folder} is in use by another run{holder}: wait for it to end or choose "
+                              f"another folder") from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield folder
+    finally:
+        path.unlink(missing_ok=True)  # while still locked: the next process finds no stale file
+        os.close(fd)

@@ -63,3 +63,47 @@ def test_leftover_temporaries_are_only_ours(tmp_path):
     for path in (ours, tmp_path / "shard_0_5.npz", tmp_path / "notes.tmp", tmp_path / ".x.12-short.tmp"):
         path.write_bytes(b"")
     assert files.leftover_temporaries(tmp_path) == [ours]
+
+
+def test_remove_temporaries_removes_only_ours(tmp_path):
+    ours = tmp_path / ".samples.npz.4242-0a1B2c3D.tmp"
+    theirs = [tmp_path / "samples.npz", tmp_path / "notes.tmp", tmp_path / ".x.12-short.tmp"]
+    for path in (ours, *theirs):
+        path.write_bytes(b"")
+    assert files.remove_temporaries(tmp_path) == [ours]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in theirs)
+
+
+def test_a_locked_run_folder_refuses_a_second_holder_and_is_free_after(tmp_path):
+    folder = tmp_path / "new" / "run"
+    with files.run_lock(folder):
+        assert (folder / files.LOCK_NAME).read_text() == f"{os.getpid()}\n"
+        with pytest.raises(files.FolderInUse, match=f"run is in use by another run \\(process {os.getpid()}\\)"):
+            with files.run_lock(folder):
+                pass
+    assert os.listdir(folder) == []  # the lock file goes with the lock
+    with files.run_lock(folder):
+        pass
+
+
+HOLD = ("import sys, time; from common import files\n"
+        "with files.run_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)\n")
+
+
+def test_a_killed_holder_leaves_the_folder_free(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                              cwd=os.path.dirname(os.path.dirname(__file__)))
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(files.FolderInUse, match=f"\\(process {holder.pid}\\)"):
+            with files.run_lock(tmp_path):
+                pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with files.run_lock(tmp_path):  # the stale file is still there, its lock is not
+        pass
