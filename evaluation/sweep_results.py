@@ -65,6 +65,10 @@ def check_row(row: dict, features: str, where: str = "row") -> dict:
     return row
 
 
+def checked_rows(rows, features: str) -> list:
+    return [check_row(row, features, f"row {i}") for i, row in enumerate(rows)]
+
+
 def _ordered_columns(rows, features):
     known = (*RUN_COLUMNS, *metric_keys(features), "seconds")
     extra = [k for row in rows for k in row if k not in known]
@@ -95,7 +99,7 @@ def read_rows(folder) -> list:
 
 def write_rows(folder, rows, features: str) -> list:
     """results.json and results.csv from the full row list, each replaced atomically."""
-    rows = [check_row(row, features, f"row {i}") for i, row in enumerate(rows)]
+    rows = checked_rows(rows, features)
     folder = Path(folder)
     atomic_write_text(folder / RESULTS_JSON, json.dumps(rows, indent=1) + "\n")
     atomic_write_text(folder / RESULTS_CSV, _csv_text(rows, _ordered_columns(rows, features)))
@@ -139,7 +143,7 @@ def best_per_setting(rows, features: str, tolerance: float = NEAR_BEST) -> list:
     and that run's metrics, and `near_best`'s IS (columns `<IS key>_near_best_mean/_min/_max`)."""
     fid, is_ = metric_key(features, "fid"), metric_key(features, "is")
     table = []
-    for runs in group(rows, SETTING_COLUMNS).values():
+    for runs in group(checked_rows(rows, features), SETTING_COLUMNS).values():
         best = min(runs, key=lambda r: r[fid])
         near = near_best(runs, features, tolerance)
         table.append({**{c: best[c] for c in SETTING_COLUMNS}, "runs": len(runs), "best_cfg": best["cfg"],
@@ -228,7 +232,7 @@ def plot_fid_vs_is(rows, path, features: str) -> Path:
 
     fid, is_ = metric_key(features, "fid"), metric_key(features, "is")
     figure, (ax,) = _figure(1, width=9.6)
-    settings = group(rows, SETTING_COLUMNS)
+    settings = group(checked_rows(rows, features), SETTING_COLUMNS)
     steps = list(dict.fromkeys(runs[0]["steps_per_scale"] for runs in settings.values()))
     colours = colormaps["viridis"].resampled(max(len(steps), 2))
     line_keys = list(dict.fromkeys(_key(runs[0], LINE_COLUMNS) for runs in settings.values()))
@@ -264,6 +268,7 @@ def plot_by_steps(rows, path, features: str, x: str = "steps_per_scale", toleran
     are left out of that plot."""
     fid = metric_key(features, "fid")
     figure, (ax_fid, ax_is) = _figure(2)
+    rows = checked_rows(rows, features)
     table = [r for r in best_per_setting(rows, features, tolerance) if isinstance(r[x], Real)]
     lines = group(table, LINE_COLUMNS)
     varying = _varying(list(lines), LINE_COLUMNS)
@@ -300,7 +305,7 @@ def plot_by_steps(rows, path, features: str, x: str = "steps_per_scale", toleran
 def write_report(folder, rows, features: str, tolerance: float = NEAR_BEST) -> list:
     """Every table and plot of the rows, in `folder` (what a sweep calls after each point)."""
     folder = Path(folder)
-    rows = [check_row(row, features, f"row {i}") for i, row in enumerate(rows)]
+    rows = checked_rows(rows, features)
     if not rows:
         return []
     return [*write_best_table(folder, rows, features, tolerance),

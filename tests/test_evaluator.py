@@ -154,5 +154,114 @@ def test_bad_batch_is_one_line(tmp_path, content, fragments):
     _one_line_error(run_evaluator(good, path), *fragments)
 
 
+# ---------------------------------------------------------------- issue 17: refused before anything changes
+
+
+def snapshot(folder):
+    return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _refused(folder, args, *fragments, env=None, streaming=False):
+    """One line naming the problem, exit 2, no traceback, and no file under `folder` made or changed.
+    `streaming`: found while images stream through the network, after its progress bars."""
+    before = snapshot(folder)
+    out = run_evaluator(*args, env=env)
+    if streaming:
+        errors = [line for line in out.stderr.splitlines() if line.startswith("evaluator.py:")]
+        assert out.returncode == 2 and errors == [out.stderr.strip().splitlines()[-1]], out.stderr
+        assert errors[0].startswith("evaluator.py: error: ") and all(f in errors[0] for f in fragments), errors
+    else:
+        _one_line_error(out, *fragments)
+    assert "Traceback" not in out.stderr + out.stdout
+    assert snapshot(folder) == before
+
+
+def offline(tmp_path):
+    """No Inception graph can be found or downloaded: what is refused here is refused before it is needed."""
+    return dict(os.environ, CHECKERBOARD_CACHE=str(tmp_path / "no_cache"), https_proxy="http://127.0.0.1:9",
+                HTTPS_PROXY="http://127.0.0.1:9", no_proxy="", NO_PROXY="")
+
+
+def _images(n, size=8, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
+
+
+def test_outputs_never_overwrite_a_file(tmp_path):
+    np.savez(tmp_path / "ref.npz", _images(6))
+    np.savez(tmp_path / "sample.npz", _images(6, seed=1))
+    (tmp_path / "old.txt").write_text("earlier results\n")
+    env = offline(tmp_path)
+    # the issue: --save_stats naming the sample batch replaced it with statistics
+    _refused(tmp_path, [tmp_path / "ref.npz", tmp_path / "sample.npz", "--save_stats", tmp_path / "sample.npz"],
+             "--save_stats", str(tmp_path / "sample.npz"), "exists", env=env)
+    _refused(tmp_path, [tmp_path / "ref.npz", tmp_path / "sample.npz", "--output_file", tmp_path / "old.txt"],
+             "--output_file", str(tmp_path / "old.txt"), "exists", env=env)
+    _refused(tmp_path, [tmp_path / "ref.npz", tmp_path / "sample.npz", "--output_file", tmp_path / "new.npz",
+                        "--save_stats", tmp_path / "new.npz"], "same file", "new.npz", env=env)
+
+
+def test_resolutions_of_ref_and_sample_are_compared(tmp_path):
+    np.savez(tmp_path / "ref.npz", _images(6, size=16))
+    np.savez(tmp_path / "sample.npz", _images(6, size=8))
+    _refused(tmp_path, [tmp_path / "ref.npz", tmp_path / "sample.npz", "--output_file", tmp_path / "out.txt"],
+             str(tmp_path / "ref.npz"), "16x16", str(tmp_path / "sample.npz"), "8x8", env=offline(tmp_path))
+
+
+def test_fewer_than_four_images_and_batch_size_zero(tmp_path):
+    np.savez(tmp_path / "ref.npz", _images(6))
+    np.savez(tmp_path / "three.npz", _images(3))
+    folder = tmp_path / "three"
+    folder.mkdir()
+    for i, image in enumerate(_images(3)):
+        Image.fromarray(image).save(folder / f"{i}.png")
+    env = offline(tmp_path)
+    _refused(tmp_path, [tmp_path / "ref.npz", tmp_path / "three.npz"], "three.npz", "holds 3 images", "at least 4",
+             env=env)
+    _refused(tmp_path, [folder, tmp_path / "ref.npz"], str(folder), "holds 3 images", env=env)
+    _refused(tmp_path, [tmp_path / "ref.npz", tmp_path / "ref.npz", "--batch_size", "0"], "--batch_size", "got 0",
+             env=env)
+
+
+def test_an_old_statistics_file_without_image_size_is_refused(tmp_path):
+    pool = np.random.default_rng(0).normal(size=(6, 4))
+    np.savez(tmp_path / "old_stats.npz", pool=pool, mu=pool.mean(0), sigma=np.cov(pool, rowvar=False),
+             mu_s=pool.mean(0), sigma_s=np.cov(pool, rowvar=False))
+    np.savez(tmp_path / "sample.npz", _images(6))
+    _refused(tmp_path, [tmp_path / "old_stats.npz", tmp_path / "sample.npz"], "old_stats.npz", "image size",
+             "--save_stats", env=offline(tmp_path))
+
+
+def test_unreadable_files_in_a_folder(e2e, tmp_path):
+    """A corrupt PNG or a .npy of Python objects: first in the folder (found when it is opened) or
+    later (found while the images stream through the network)."""
+    d, ref, sample, _ = e2e
+    np.savez(tmp_path / "ref.npz", ref)
+    good = Image.fromarray(sample[0])
+    for position in (0, 5):
+        for kind in ("png", "npy"):
+            folder = tmp_path / f"{kind}{position}"
+            folder.mkdir()
+            for i in range(7):
+                good.save(folder / f"{i:03d}.png")
+            bad = folder / f"{position:03d}.{kind}"
+            if kind == "png":
+                bad.write_bytes(bad.read_bytes()[:60])  # cut short
+            else:
+                bad.with_suffix(".png").unlink()
+                np.save(bad, np.array([{"pixels": 1}] * 3, dtype=object), allow_pickle=True)
+            fragment = "cannot read the image" if kind == "png" else "Object arrays"
+            _refused(tmp_path, [tmp_path / "ref.npz", folder, "--inception_graph", d / "g.pb", "--batch_size", 2,
+                                "--output_file", tmp_path / "out.txt", "--save_stats", tmp_path / "s.npz"],
+                     str(bad), fragment, streaming=position > 0)
+
+
+def test_inception_graph_is_for_inception_features(tmp_path):
+    np.savez(tmp_path / "ref.npz", _images(6, size=32))
+    _refused(tmp_path, [tmp_path / "ref.npz", tmp_path / "ref.npz", "--features", "digits", "--inception_graph",
+                        tmp_path / "g.pb"], "--inception_graph", "digits", env=offline(tmp_path))
+    _refused(tmp_path, [tmp_path / "ref.npz", tmp_path / "ref.npz", "--features", "alexnet"], "--features",
+             "alexnet", env=offline(tmp_path))
+
+
 def test_run_evaluator_script_parses():
     subprocess.run(["bash", "-n", str(REPO / "run_evaluator.sh")], check=True)
