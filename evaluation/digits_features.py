@@ -12,6 +12,7 @@ it; its accuracy on the held-out split is kept with it. One thread makes the wei
 on any machine with the same torch build; `identity` (a hash of the weights) changes whenever they
 do not, so cached statistics are never read with another classifier.
 """
+import functools
 import hashlib
 import tempfile
 from dataclasses import asdict, dataclass
@@ -25,9 +26,8 @@ from torch import nn
 from common.digits import write_digits_imagefolder
 from common.files import atomic_write
 from common.images import list_images, load_rgb_array
-from evaluation.batches import EvalError
-
-IMAGE_SIZE = 32  # demo.py's default digit size; the classifier sees its images as they are
+from evaluation.features import DIGITS_IMAGE_SIZE as IMAGE_SIZE
+from evaluation.features import check_image_shape
 NUM_CLASSES = 10
 SPATIAL_CHANNELS = 4  # of the second block's 8x8 map: 256 values for sFID (ADM keeps 7 Inception channels)
 WHITE = 1.0  # the background in the network's input range [-1, 1]
@@ -74,18 +74,27 @@ class DigitsClassifier(nn.Module):
 
 def to_input(images: np.ndarray) -> torch.Tensor:
     """uint8 (N, H, W, 3) -> float (N, 3, H, W) in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return torch.tensor(images).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
 def real_digits(val_fraction: float = 0.2, seed: int = 0) -> dict:
     """The real digits exactly as demo.py trains on them, by split: {"train": (images, labels), "val": ...},
-    uint8 (N, 32, 32, 3) images (through the PNG files common/digits.py writes) and their labels."""
+    uint8 (N, 32, 32, 3) images (through the PNG files common/digits.py writes) and their labels.
+    Read-only arrays, made once per process."""
+    return _real_digits(float(val_fraction), int(seed))
+
+
+@functools.lru_cache(maxsize=2)
+def _real_digits(val_fraction: float, seed: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         root = write_digits_imagefolder(tmp, IMAGE_SIZE, val_fraction, seed)
         splits = {}
         for split in ("train", "val"):
             files = list_images(root / split)
-            splits[split] = np.stack([load_rgb_array(p) for p in files]), np.array([int(p.parent.name) for p in files])
+            images = np.stack([load_rgb_array(p) for p in files])
+            labels = np.array([int(p.parent.name) for p in files])
+            images.flags.writeable = labels.flags.writeable = False
+            splits[split] = images, labels
     return splits
 
 
@@ -99,7 +108,7 @@ def _train(recipe: DigitsRecipe, images: np.ndarray, labels: np.ndarray) -> Digi
     g = torch.Generator().manual_seed(recipe.seed)
     torch.manual_seed(recipe.seed)  # the layers' initial weights
     model = DigitsClassifier(recipe.width, recipe.features)
-    x, y = to_input(images), torch.from_numpy(labels)
+    x, y = to_input(images), torch.tensor(labels)
     steps_per_epoch = -(-len(x) // recipe.batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), recipe.lr, weight_decay=recipe.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, recipe.lr, total_steps=recipe.epochs * steps_per_epoch)
@@ -131,9 +140,7 @@ class DigitsFeatures:
         self.identity = f"digits-{hashlib.sha256(weights).hexdigest()[:16]}"
 
     def check_image_shape(self, shape):
-        if tuple(shape) != (IMAGE_SIZE, IMAGE_SIZE):
-            raise EvalError(f"the digits feature network reads {IMAGE_SIZE}x{IMAGE_SIZE} images (demo.py's "
-                            f"default size), got {shape[0]}x{shape[1]}")
+        check_image_shape(self.name, shape)
 
     @torch.no_grad()
     def _forward(self, images):

@@ -3,7 +3,7 @@ import os
 from typing import Optional
 
 from evaluation.batches import Batch, EvalError, open_batch
-from evaluation.features import load_features, metric_key
+from evaluation.features import check_image_shape, load_features, metric_key
 from evaluation.reference import FeatureSet, batch_features, reference_from_batch, save_statistics
 from evaluation.statistics import frechet_distance, inception_score, precision_recall
 
@@ -52,8 +52,9 @@ def evaluate(ref_path, sample_path, features: str = "inception", inception_graph
         raise EvalError(f"--save_stats {save_stats} exists; statistics are written to a new file only")
     ref, sample = open_batch(ref_path), open_batch(sample_path)
     check_same_size(ref.path, ref.image_shape, sample)
-    network = network or load_features(features, inception_graph)
-    network.check_image_shape(ref.image_shape)
+    if network is None:
+        check_image_shape(features, ref.image_shape)
+        network = load_features(features, inception_graph)
     ref_features = reference_from_batch(ref, network, batch_size, reference_cache)
     sample_features = batch_features(network, sample, batch_size, "sample")
     if save_stats is not None:

@@ -16,6 +16,7 @@ from typing import Iterable, Protocol
 import numpy as np
 
 FEATURES = ("inception", "digits")
+DIGITS_IMAGE_SIZE = 32  # demo.py's default digit size: the digits network reads its images as they are
 MEASURES = ("is", "fid", "sfid", "precision", "recall")  # in the order of ADM's output
 
 _KEYS = {
@@ -70,6 +71,14 @@ def label_of_key(key: str) -> str:
             if k == key:
                 return _LABELS[features][measure]
     raise ValueError(f"{key!r} is no metric key")
+
+
+def check_image_shape(features: str, shape: tuple):
+    """What a network reads, known before it is loaded (the digits network trains for seconds)."""
+    _check(features)
+    if features == "digits" and tuple(shape) != (DIGITS_IMAGE_SIZE, DIGITS_IMAGE_SIZE):
+        raise ValueError(f"the digits feature network reads {DIGITS_IMAGE_SIZE}x{DIGITS_IMAGE_SIZE} images "
+                         f"(demo.py's default size), got {shape[0]}x{shape[1]}")
 
 
 def load_features(features: str, inception_graph=None) -> FeatureNetwork:
