@@ -265,3 +265,18 @@ def test_inception_graph_is_for_inception_features(tmp_path):
 
 def test_run_evaluator_script_parses():
     subprocess.run(["bash", "-n", str(REPO / "run_evaluator.sh")], check=True)
+
+
+def test_run_evaluator_script_refuses_an_evaluated_setting_before_sampling(tmp_path):
+    # a copy runs in tmp_path (the script works from its own folder); torchrun is never reached
+    script = tmp_path / "run_evaluator.sh"
+    script.write_text((REPO / "run_evaluator.sh").read_text())
+    (tmp_path / "eval").mkdir()
+    done = tmp_path / "eval" / "M_cfg2.0_start5_steps4_eval.txt"
+    done.write_text("FID: 3.0\n")
+    env = dict(os.environ, CKPT="x/M", CFG="2.0", NPROC="1", PATH="/usr/bin:/bin")
+    out = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr == (f"run_evaluator.sh: error: eval/{done.name} exists (this setting was "
+                                                  f"evaluated); move it away to evaluate again\n")
+    assert done.read_text() == "FID: 3.0\n" and sorted(p.name for p in tmp_path.iterdir()) == ["eval",
+                                                                                                "run_evaluator.sh"]
