@@ -93,8 +93,8 @@ def _open_folder(path):
     files = list_images(path, IMAGE_EXTENSIONS + (".npy",))
     if not files:
         raise EvalError(f"{path} holds no images ({', '.join(IMAGE_EXTENSIONS)}) or .npy arrays")
-    _check_count(len(files), path)
     first = _load_image(files[0])
+    _check_count(len(files), path)
 
     def read(batch_size):
         for i in range(0, len(files), batch_size):

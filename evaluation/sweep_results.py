@@ -112,11 +112,20 @@ def append_row(folder, row: dict, features: str) -> list:
     return write_rows(folder, read_rows(folder) + [row], features)
 
 
-# ---------------------------------------------------------------- best guidance and the 2% rule
-
-
 def _key(row, columns):
     return tuple(row[c] for c in columns)
+
+
+def find_row(rows, point: dict):
+    """The row of an evaluated point (its RUN_COLUMNS, per-scale steps as a list or text), or None: a
+    resumed sweep skips the points it finds."""
+    steps = point["steps_per_scale"]
+    wanted = {**point, "steps_per_scale": ",".join(map(str, steps)) if isinstance(steps, (list, tuple)) else steps}
+    key = _key(wanted, RUN_COLUMNS)
+    return next((row for row in rows if _key(row, RUN_COLUMNS) == key), None)
+
+
+# ---------------------------------------------------------------- best guidance and the 2% rule
 
 
 def group(rows, columns) -> dict:

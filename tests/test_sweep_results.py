@@ -75,6 +75,9 @@ def test_results_files_hold_every_row(tmp_path):
     assert list(table[0])[-2:] == ["seconds", "seed"] and table[2]["seed"] == "2" and table[0]["seed"] == ""
     assert [float(r["fid"]) for r in table] == [r["fid"] for r in rows]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
+    assert sr.find_row(stored, rows[1]) == rows[1]
+    assert sr.find_row(stored, {**rows[-1], "steps_per_scale": [8]})["fid"] == 9.0
+    assert sr.find_row(stored, {**rows[1], "cfg": 1.6}) is None
 
 
 @pytest.mark.parametrize("change, fragment", [
