@@ -16,3 +16,7 @@ from evaluation.evaluate import evaluate, evaluate_samples, metrics
 from evaluation.features import (FEATURES, MEASURES, label_of_key, load_features, metric_key, metric_keys,
                                  metric_label)
 from evaluation.reference import FeatureSet, batch_features, reference_statistics, save_statistics
+
+__all__ = ["EvalError", "open_batch", "evaluate", "evaluate_samples", "metrics", "FEATURES", "MEASURES",
+           "label_of_key", "load_features", "metric_key", "metric_keys", "metric_label", "FeatureSet",
+           "batch_features", "reference_statistics", "save_statistics"]

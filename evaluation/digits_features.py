@@ -15,7 +15,7 @@ do not, so cached statistics are never read with another classifier.
 import functools
 import hashlib
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ from common.files import atomic_write
 from common.images import list_images, load_rgb_array
 from evaluation.features import DIGITS_IMAGE_SIZE as IMAGE_SIZE
 from evaluation.features import check_image_shape
+
 NUM_CLASSES = 10
 SPATIAL_CHANNELS = 4  # of the second block's 8x8 map: 256 values for sFID (ADM keeps 7 Inception channels)
 WHITE = 1.0  # the background in the network's input range [-1, 1]
@@ -35,8 +36,9 @@ WHITE = 1.0  # the background in the network's input range [-1, 1]
 
 @dataclass(frozen=True)
 class DigitsRecipe:
-    """How the classifier is trained. Chosen on 2 CPU cores: 99.2-99.4% held-out accuracy over
-    seeds in about 5 s (a width of 8 or 10 epochs lost up to 2 points)."""
+    """How the classifier is trained. Measured on the 2-core CPU machine (2026-11-23): held-out
+    accuracy 100%, 99.7%, 99.7% with seeds 0, 1, 2, in about 5 s; in trials of this design a width
+    of 8, or 10 epochs, lost up to 2 points."""
     width: int = 16  # channels of the first block; the next two have 2x and 4x
     features: int = 64  # penultimate layer: the pool features
     epochs: int = 15
@@ -106,8 +108,9 @@ def write_digits_reference(path, split: str = "train", val_fraction: float = 0.2
 
 def _train(recipe: DigitsRecipe, images: np.ndarray, labels: np.ndarray) -> DigitsClassifier:
     g = torch.Generator().manual_seed(recipe.seed)
-    torch.manual_seed(recipe.seed)  # the layers' initial weights
-    model = DigitsClassifier(recipe.width, recipe.features)
+    with torch.random.fork_rng(devices=[]):  # the layers' initial weights, leaving the caller's stream as it was
+        torch.manual_seed(recipe.seed)
+        model = DigitsClassifier(recipe.width, recipe.features)
     x, y = to_input(images), torch.tensor(labels)
     steps_per_epoch = -(-len(x) // recipe.batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), recipe.lr, weight_decay=recipe.weight_decay)
@@ -159,9 +162,6 @@ class DigitsFeatures:
     def class_probs(self, pool):
         logits = self.model.head(F.relu(torch.from_numpy(np.asarray(pool, np.float32))))
         return torch.softmax(logits.double(), 1).numpy()
-
-    def describe(self) -> dict:
-        return {"identity": self.identity, "heldout_accuracy": self.accuracy, **asdict(self.recipe)}
 
 
 def train_digits_features(recipe: DigitsRecipe = DigitsRecipe()) -> DigitsFeatures:

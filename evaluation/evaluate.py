@@ -1,6 +1,5 @@
 """All five metrics of a sample batch against a reference: the ADM evaluator's protocol, in any feature network."""
 import os
-from typing import Optional
 
 from evaluation.batches import Batch, EvalError, open_batch
 from evaluation.features import check_image_shape, load_features, metric_key
