@@ -40,6 +40,9 @@ class EvaluatorConfig:
             path = getattr(self, name)
             if path is not None and os.path.lexists(path):
                 raise ValueError(f"--{name} {path} exists; the evaluator writes new files only")
+        if self.reference_cache is not None and os.path.exists(self.reference_cache) and \
+                not os.path.isdir(self.reference_cache):
+            raise ValueError(f"--reference_cache {self.reference_cache} is a file, not a folder")
         if self.output_file is not None and self.save_stats is not None and \
                 os.path.abspath(self.output_file) == os.path.abspath(self.save_stats):
             raise ValueError(f"--output_file and --save_stats are the same file {self.output_file}")
