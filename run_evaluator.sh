@@ -15,8 +15,14 @@ NPROC=${NPROC:-$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)}
 
 cd "$(dirname "$0")"  # the defaults above are relative to the repository root
 SETTING="$(basename "$CKPT")_cfg${CFG}_start${CFG_START}_steps${STEPS}"
+OUT="eval/${SETTING}_eval.txt"
+# evaluator.py writes new files only; say so now rather than after sampling 50k images
+if [ -e "$OUT" ]; then
+    echo "run_evaluator.sh: error: $OUT exists (this setting was evaluated); move it away to evaluate again" >&2
+    exit 2
+fi
 
 torchrun --nproc_per_node="$NPROC" main_sample.py --checkpoint "$CKPT" --cfg "$CFG" \
     --cfg_start_step "$CFG_START" --steps_per_scale "$STEPS" --num_samples "$NUM_SAMPLES" \
     --fid --output_dir "samples/$SETTING"
-python evaluator.py "$REF" "samples/$SETTING/samples.npz" --output_file "eval/${SETTING}_eval.txt"
+python evaluator.py "$REF" "samples/$SETTING/samples.npz" --output_file "$OUT"

@@ -248,9 +248,11 @@ def make(cls, *layers: Layer, **fixed):
 
 
 def recheck(instance):
-    """Choices and bounds of every field of an instance made directly (not through `make`)."""
+    """Types, choices and bounds of every field of an instance made directly (not through `make`): a
+    value of another type, or a nan or infinite number, is refused as `make` refuses it."""
+    kinds = kinds_of(type(instance))
     for name, f in fields_of(type(instance)).items():
-        check_value(getattr(instance, name), f, name)
+        check_value(coerce(getattr(instance, name), kinds[name], name), f, name)
 
 
 # ---- command line --------------------------------------------------------------------------------

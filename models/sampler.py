@@ -107,8 +107,10 @@ def scale_sources(model: CheckerboardGenerator, seq_idx, k: int):
 
 
 def decode_tokens(model: CheckerboardGenerator, seq_idx):
-    """RGB images (B, 3, H, W) from the sampled sequence's last scale."""
-    return model.decode(model.sequence.to_grid(seq_idx, len(model.scale_sizes) - 1))
+    """RGB images (B, 3, H, W) from the sampled sequence's last scale, clamped to [-1, 1]: the decoder
+    overshoots (the L-2x samples reach -1.11 and 1.17), and every use of an image (pixels, a metric,
+    a figure) means the image range; the published code clamps later, when it converts to uint8."""
+    return model.decode(model.sequence.to_grid(seq_idx, len(model.scale_sizes) - 1)).clamp(-1, 1)
 
 
 def _compiled(fn):

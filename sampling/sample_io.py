@@ -1,10 +1,9 @@
-"""Sample files: uint8 conversion, per-sample seeds and labels, resumable shards, the ADM npz.
+"""Sample files: uint8 conversion, resumable shards, the ADM npz.
 
 The ADM evaluator reads `arr_0` uint8 (N, H, W, 3) and, for class-conditional samples, `arr_1`
 int64 labels (N,). Shards hold the same two arrays for the global sample indices
 start..end-1 and are written atomically (common/files.py), so a killed run leaves only whole shards behind.
 """
-import json
 import zipfile
 from pathlib import Path
 
@@ -12,46 +11,15 @@ import numpy as np
 import torch
 
 from common import npz
-from common.files import atomic_write, atomic_write_text
+from common.files import atomic_write
 
-# Per-sample seed = seed * SEED_STRIDE + global index. The stride is a prime larger than any
-# sample count we use, so two (seed, index) pairs with index < SEED_STRIDE never share a seed.
-SEED_STRIDE = 1_000_003
 IMAGES_KEY, LABELS_KEY = "arr_0", "arr_1"
-PLAN_NAME = "plan.json"
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) uint8, rounded to the nearest level (not truncated)."""
     levels = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round()
     return levels.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
-def sample_seed(seed: int, index: int) -> int:
-    return seed * SEED_STRIDE + index
-
-
-def sample_generators(seed: int, indices, device) -> list[torch.Generator]:
-    """One generator per sample, seeded from (seed, global index) only: the same sample comes out
-    whatever the batch it is drawn in and whichever process draws it."""
-    return [torch.Generator(device=device).manual_seed(sample_seed(seed, int(i))) for i in indices]
-
-
-def balanced_labels(indices, num_classes: int) -> torch.Tensor:
-    """Class of each global index, round-robin: index i gets class i % num_classes, so N samples
-    with N a multiple of num_classes hold exactly N / num_classes of every class."""
-    return torch.as_tensor(indices, dtype=torch.long) % num_classes
-
-
-def cycled_labels(indices, classes: list[int]) -> torch.Tensor:
-    """Index i gets classes[i % len(classes)]."""
-    table = torch.tensor(classes, dtype=torch.long)
-    return table[torch.as_tensor(indices, dtype=torch.long) % len(classes)]
-
-
-def random_labels(generators: list[torch.Generator], num_classes: int) -> torch.Tensor:
-    """One uniform class per sample, drawn first from that sample's own stream."""
-    return torch.stack([torch.randint(num_classes, (), generator=g, device=g.device) for g in generators]).cpu()
 
 
 # ---------------------------------------------------------------- shards
@@ -81,24 +49,6 @@ def write_shard(shard_dir, start: int, end: int, images: np.ndarray, labels: np.
     path = shard_path(shard_dir, start, end)
     save_arrays(path, images, labels)
     return path
-
-
-def check_plan(shard_dir, plan: dict) -> None:
-    """A resumed run must use the settings the existing shards were drawn with."""
-    path = Path(shard_dir) / PLAN_NAME
-    if not path.is_file():
-        return
-    written = json.loads(path.read_text())
-    for key in sorted(set(plan) | set(written)):
-        if written.get(key) != plan.get(key):
-            raise ValueError(f"{path}: the shards there were drawn with {key}={written.get(key)!r}, this run "
-                             f"has {key}={plan.get(key)!r}; use another --output_dir or delete {shard_dir}")
-
-
-def write_plan(shard_dir, plan: dict) -> None:
-    path = Path(shard_dir) / PLAN_NAME
-    if not path.is_file():
-        atomic_write_text(path, json.dumps(plan, indent=1, sort_keys=True))
 
 
 # ---------------------------------------------------------------- the packed npz

@@ -1,14 +1,15 @@
 """demo.py end to end with tiny settings: every stage through the real code, report fields, figures,
 reuse of finished stages, and one-line errors. (The 80% recognition is the full run's, not this one's.)"""
 import json
+
 import numpy as np
 import pytest
 import yaml
 from PIL import Image
 
 import demo
-
-REPO = demo.REPO
+from digits_demo.config import REPO
+from digits_demo.report import GRID_ZOOM, to_digit_pixels
 # A few autoencoder steps, one generator epoch, one thread (no waiting on a busy second core).
 TINY_ARGS = ["--ae_epochs", "0.1", "--ae_init_steps", "4", "--epochs", "1", "--threads", "1",
              "--samples_per_class", "2", "--no_progress"]
@@ -56,8 +57,8 @@ def test_report_has_every_field(demo_run):
 def test_figures(demo_run):
     out, _ = demo_run
     grid = np.asarray(Image.open(out / "grid.png"))
-    cell = 32 * demo.GRID_ZOOM
-    pad = 2 * demo.GRID_ZOOM
+    cell = 32 * GRID_ZOOM
+    pad = 2 * GRID_ZOOM
     assert grid.shape[0] == 10 * cell + 9 * pad  # one row per class
     assert grid.shape[1] == 2 * cell + pad  # samples_per_class columns
     steps = Image.open(out / "checkerboard_steps.png")
@@ -82,12 +83,52 @@ def test_digit_pixels_invert_the_imagefolder(tmp_path):
     write_digits_imagefolder(tmp_path, 32)
     digits = load_digits()
     path = next((tmp_path / "train" / "3").glob("*.png"))
-    pixels = demo.to_digit_pixels(np.asarray(Image.open(path))[None])[0]
+    pixels = to_digit_pixels(np.asarray(Image.open(path))[None])[0]
     original = digits.images[int(path.stem)]
     assert np.abs(pixels - original).mean() < 1.5
 
 
+def _exit_code(argv) -> int:
+    try:
+        return demo.main(argv)
+    except SystemExit as e:  # the one-line error of common/cli.py
+        return e.code
+
+
 def test_bad_config_is_one_line_error(tmp_path, capsys):
     missing = tmp_path / "missing.yaml"
-    assert demo.main(["--output_dir", str(tmp_path / "d"), "--generator_config", str(missing)]) == 2
+    assert _exit_code(["--output_dir", str(tmp_path / "d"), "--generator_config", str(missing)]) == 2
     assert capsys.readouterr().err.splitlines() == [f"demo.py: error: config not found: {missing}"]
+
+
+def _files(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_folder_of_the_user_s_is_never_cleared(tmp_path, capsys):
+    """--output_dir p with the user's p/data: refused in one line before anything is written or removed."""
+    (tmp_path / "data" / "train").mkdir(parents=True)
+    (tmp_path / "data" / "train" / "mine.png").write_bytes(b"the user's")
+    before = _files(tmp_path)
+    assert _exit_code(["--output_dir", str(tmp_path), *TINY_ARGS]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "it is not the demo's output folder" in err and str(tmp_path / "data") in err, err
+    assert _files(tmp_path) == before
+
+
+def test_a_stage_run_again_removes_only_what_it_wrote(demo_run, capsys):
+    """Other sampling settings re-run the sampling stage; a file the stage did not write stops it
+    first, and once it is gone the stage's own files (only those) are replaced."""
+    out, argv = demo_run
+    mine = out / "samples" / "notes.txt"
+    mine.write_text("the user's")
+    before = _files(out)
+    assert _exit_code([*argv, "--cfg", "1.0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{mine} was not written by the demo's 'sampling' stage" in err, err
+    assert _files(out) == before
+    mine.unlink()
+    assert demo.main([*argv, "--cfg", "1.0"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["reused_stages"] == ["data", "autoencoder", "generator"] and report["sampling"]["cfg"] == 1.0
+    assert demo.main(argv) == 0  # back to the fixture's settings for the other tests

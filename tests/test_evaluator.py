@@ -1,5 +1,5 @@
-"""evaluator.py: each statistic against an independent computation, the whole TensorFlow path
-on a stand-in Inception graph built here, and the one-line command errors."""
+"""evaluator.py: the whole TensorFlow path on a stand-in Inception graph built here, against the
+statistics computed from the graph's features in numpy, and the one-line command errors."""
 import os
 import subprocess
 import sys
@@ -7,140 +7,18 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
-from scipy.spatial.distance import cdist
-from scipy.special import rel_entr, softmax
 
 from conftest import REPO
-
-import evaluator
+from standin_inception import build_standin_graph, standin_features
+from evaluation import statistics
+from evaluation.batches import EvalError, open_batch
+from evaluation.inception import GRAPH_NAME, read_graph_def
 
 RNG = np.random.default_rng(0)
-# stand-in weights: 2x2 stride-2 conv (3 -> 8 channels), pool projection 32 -> 16, 10 classes
-CONV_W = RNG.normal(size=(2, 2, 3, 8)).astype(np.float32)
-POOL_W = RNG.normal(size=(32, 16)).astype(np.float32)
-LOGIT_W = RNG.normal(size=(16, 10)).astype(np.float32)
 METRICS = ("Inception Score", "FID", "sFID", "Precision", "Recall")
 
 
-# ---------------------------------------------------------------- statistics
-
-
-def test_frechet_distance_matches_eigenvalue_formula():
-    rng = np.random.default_rng(1)
-    a, b = rng.normal(size=(50, 6)), rng.normal(size=(40, 6)) * 1.5 + 0.3
-    mu1, mu2, s1, s2 = a.mean(0), b.mean(0), np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    # the product of two SPD matrices has real positive eigenvalues: tr sqrt = sum of their roots
-    tr_covmean = np.sqrt(np.linalg.eigvals(s1 @ s2).real).sum()
-    expected = ((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * tr_covmean
-    assert evaluator.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-10)
-    assert evaluator.frechet_distance(mu1, s1, mu1, s1) == pytest.approx(0, abs=1e-8)
-    # diagonal covariances: sum (sqrt(a) - sqrt(b))^2
-    d1, d2 = np.array([1.0, 4.0, 9.0]), np.array([4.0, 4.0, 1.0])
-    fid = evaluator.frechet_distance(np.zeros(3), np.diag(d1), np.ones(3), np.diag(d2))
-    assert fid == pytest.approx(3 + 1 + 0 + 4)
-
-
-@pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")
-def test_frechet_distance_non_finite_sqrtm_adds_offset():
-    # a nilpotent product has no square root; scipy returns inf and ADM retries with 1e-6 added
-    s1, s2, eps = np.array([[0.0, 1.0], [0.0, 0.0]]), np.eye(2), 1e-6
-    with pytest.warns(UserWarning, match="singular product"):
-        fid = evaluator.frechet_distance(np.zeros(2), s1, np.ones(2), s2)
-    # sqrt of [[a, b], [0, a]] is [[sqrt a, .], [0, sqrt a]], here a = eps (1 + eps)
-    assert fid == pytest.approx(2 + 0 + 2 - 2 * 2 * np.sqrt(eps * (1 + eps)), rel=1e-9)
-
-
-def test_frechet_distance_imaginary_part():
-    mu = np.zeros(2)
-    # a negligible imaginary part (sqrt(-1e-8) = 1e-4 i) is dropped
-    assert evaluator.frechet_distance(mu, np.eye(2), mu, np.diag([-1e-8, 1.0])) == pytest.approx(2 + (1 - 1e-8) - 2)
-    with pytest.raises(ValueError, match="Imaginary component"):
-        evaluator.frechet_distance(mu, np.eye(2), mu, np.diag([-1.0, 1.0]))
-    with pytest.raises(ValueError, match="shape"):
-        evaluator.frechet_distance(np.zeros(2), np.eye(2), np.zeros(3), np.eye(3))
-
-
-def test_inception_score_against_scipy_kl():
-    probs = softmax(np.random.default_rng(2).normal(size=(12, 7)) * 3, axis=1)
-
-    def score(part):
-        return np.exp(rel_entr(part, part.mean(0, keepdims=True)).sum(1).mean())
-
-    assert evaluator.inception_score(probs, split_size=5) == pytest.approx(
-        np.mean([score(probs[:5]), score(probs[5:10]), score(probs[10:])]), rel=1e-10)
-    assert evaluator.inception_score(probs) == pytest.approx(score(probs), rel=1e-10)
-    # confident and evenly spread over C classes scores C; identical predictions score 1
-    assert evaluator.inception_score(softmax(np.eye(10) * 50, axis=1)) == pytest.approx(10, rel=1e-6)
-    assert evaluator.inception_score(np.full((6, 4), 0.25)) == pytest.approx(1)
-
-
-def _brute_force_pr(ref, sample, k):
-    radii = [np.sort(cdist(x, x, "sqeuclidean"), axis=1)[:, k] for x in (ref, sample)]
-    d = cdist(ref, sample, "sqeuclidean")
-    return (d <= radii[0][:, None]).any(0).mean(), (d <= radii[1][None, :]).any(1).mean()
-
-
-def test_precision_recall_against_brute_force():
-    rng = np.random.default_rng(3)
-    ref, sample = rng.normal(size=(53, 8)), rng.normal(size=(41, 8)) * 1.3 + 0.4
-    for k in (1, 3, 5):
-        expected = _brute_force_pr(ref, sample, k)
-        assert evaluator.precision_recall(ref, sample, k=k, batch_size=7) == pytest.approx(expected)
-    ref_radii = evaluator.manifold_radii(ref, 3, batch_size=10)
-    np.testing.assert_allclose(ref_radii, np.sort(cdist(ref, ref, "sqeuclidean"), axis=1)[:, 3], rtol=1e-5)
-    # by hand: third-neighbour radii^2 of 0, 1, 2, 3 are 9, 4, 4, 9, so samples 1.5 and 1 lie
-    # inside reference balls and 20, -30 do not; the samples' wide balls hold every reference
-    line = np.arange(4.0)[:, None]
-    np.testing.assert_array_equal(evaluator.manifold_radii(line), [9, 4, 4, 9])
-    assert evaluator.precision_recall(line, np.array([[1.5], [20.0], [-30.0], [1.0]])) == (0.5, 1.0)
-
-
-def test_statistics_need_no_tensorflow():
-    code = ("import sys, numpy as np, evaluator; "
-            "evaluator.frechet_distance(np.zeros(2), np.eye(2), np.ones(2), np.eye(2)); "
-            "evaluator.inception_score(np.full((4, 3), 1 / 3)); "
-            "evaluator.precision_recall(np.eye(5), np.eye(5)); "
-            "assert 'tensorflow' not in sys.modules")
-    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
-
-
-@pytest.mark.parametrize("save", [np.savez, np.savez_compressed])
-def test_npz_is_streamed_in_batches(tmp_path, save):
-    images = RNG.integers(0, 256, size=(11, 5, 6, 3), dtype=np.uint8)
-    save(tmp_path / "x.npz", images)
-    batch = evaluator.open_batch(str(tmp_path / "x.npz"))
-    chunks = list(batch.read(4))
-    assert batch.count == 11 and [len(c) for c in chunks] == [4, 4, 3]
-    np.testing.assert_array_equal(np.concatenate(chunks), images)
-
-
 # ---------------------------------------------------------------- end to end through TensorFlow
-
-
-def build_standin_graph(path):
-    """A tiny graph with the tensor names ADM reads from classify_image_graph_def.pb."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow.compat.v1 as tf
-
-    with tf.Graph().as_default() as g:
-        image = tf.placeholder(tf.float32, [None, None, 3], name="Cast")
-        x = tf.expand_dims(image, 0, name="ExpandDims")
-        x = tf.nn.avg_pool2d(x, 8, 8, "VALID") / 255  # stands in for the resize to 299x299
-        conv = tf.nn.conv2d(x, tf.constant(CONV_W), 2, "VALID", name="mixed_6/conv")
-        pool = tf.reshape(tf.matmul(tf.reshape(tf.tanh(conv), [-1, 32]), POOL_W), [-1, 1, 1, 16], name="pool_3")
-        logits = tf.matmul(tf.reshape(pool, [-1, 16], name="pool_3/_reshape"), tf.constant(LOGIT_W),
-                           name="softmax/logits/MatMul")
-        tf.nn.softmax(logits, name="softmax")
-    path.write_bytes(g.as_graph_def().SerializeToString())
-
-
-def standin_features(images):
-    """The stand-in graph in numpy: pool features, spatial features, class probabilities."""
-    n = len(images)
-    x = images.astype(np.float64).reshape(n, 4, 8, 4, 8, 3).mean((2, 4)) / 255
-    conv = np.einsum("nipjqc,pqcd->nijd", x.reshape(n, 2, 2, 2, 2, 3), CONV_W)
-    pool = np.tanh(conv).reshape(n, 32) @ POOL_W
-    return pool, conv[..., :7].reshape(n, -1), softmax(pool @ LOGIT_W, axis=1)
 
 
 def run_evaluator(*args, env=None):
@@ -172,17 +50,19 @@ def test_end_to_end_matches_library_on_independent_features(e2e):
     assert list(results) == list(METRICS) and results == parse(out.stdout)
     ref_pool, ref_spatial, _ = standin_features(ref)
     pool, spatial, probs = standin_features(sample)
-    r, s = evaluator.feature_statistics(ref_pool, ref_spatial), evaluator.feature_statistics(pool, spatial)
+    r, s = statistics.feature_statistics(ref_pool, ref_spatial), statistics.feature_statistics(pool, spatial)
     expected = {
-        "Inception Score": evaluator.inception_score(probs),
-        "FID": evaluator.frechet_distance(s["mu"], s["sigma"], r["mu"], r["sigma"]),
-        "sFID": evaluator.frechet_distance(s["mu_s"], s["sigma_s"], r["mu_s"], r["sigma_s"]),
+        "Inception Score": statistics.inception_score(probs),
+        "FID": statistics.frechet_distance(s["mu"], s["sigma"], r["mu"], r["sigma"]),
+        "sFID": statistics.frechet_distance(s["mu_s"], s["sigma_s"], r["mu_s"], r["sigma_s"]),
     }
-    expected["Precision"], expected["Recall"] = evaluator.precision_recall(ref_pool, pool)
+    expected["Precision"], expected["Recall"] = statistics.precision_recall(ref_pool, pool)
     assert results == pytest.approx(expected, rel=1e-4)
     assert 0 < results["Precision"] < 1 and 0 < results["Recall"] < 1 and results["FID"] > 0.1
     saved = np.load(d / "stats.npz")
-    assert sorted(saved.files) == ["mu", "mu_s", "pool", "sigma", "sigma_s"]
+    assert sorted(saved.files) == ["features", "features_identity", "image_shape", "mu", "mu_s", "pool", "radii",
+                                   "sigma", "sigma_s"]
+    assert str(saved["features"]) == "inception" and list(saved["image_shape"]) == [32, 32]
     np.testing.assert_allclose(saved["pool"], ref_pool, rtol=1e-4, atol=1e-4)
 
 
@@ -202,9 +82,9 @@ def test_saved_stats_as_ref_and_image_folder_as_sample(e2e):
 
 def test_graph_without_inception_ops_is_refused(e2e, tmp_path):
     (tmp_path / "junk.pb").write_bytes(b"\x00\x01 not a graph")
-    with pytest.raises(evaluator.EvalError, match="junk.pb"):
-        evaluator.read_graph_def(tmp_path / "junk.pb")
-    assert evaluator.read_graph_def(e2e[0] / "g.pb").node
+    with pytest.raises(EvalError, match="junk.pb"):
+        read_graph_def(tmp_path / "junk.pb")
+    assert read_graph_def(e2e[0] / "g.pb").node
 
 
 # ---------------------------------------------------------------- command errors
@@ -222,7 +102,7 @@ def test_missing_graph_offline(tmp_path):
     env = dict(os.environ, CHECKERBOARD_CACHE=str(tmp_path / "cache"), https_proxy="http://127.0.0.1:9",
                HTTPS_PROXY="http://127.0.0.1:9", no_proxy="", NO_PROXY="")
     out = run_evaluator(tmp_path / "x.npz", tmp_path / "x.npz", env=env)
-    _one_line_error(out, str(tmp_path / "cache" / evaluator.GRAPH_NAME), "--inception_graph")
+    _one_line_error(out, str(tmp_path / "cache" / GRAPH_NAME), "--inception_graph")
     assert not list((tmp_path / "cache").iterdir())  # no partial download left behind
     _one_line_error(run_evaluator(tmp_path / "x.npz", tmp_path / "x.npz", "--inception_graph", tmp_path / "no.pb"),
                     "no.pb", "not found")
@@ -244,5 +124,134 @@ def test_bad_batch_is_one_line(tmp_path, content, fragments):
     _one_line_error(run_evaluator(good, path), *fragments)
 
 
+# ---------------------------------------------------------------- issue 17: refused before anything changes
+
+
+def snapshot(folder):
+    return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _refused(folder, args, *fragments, env=None, streaming=False):
+    """One line naming the problem, exit 2, no traceback, and no file under `folder` made or changed.
+    `streaming`: found while images stream through the network, after its progress bars."""
+    before = snapshot(folder)
+    out = run_evaluator(*args, env=env)
+    if streaming:
+        errors = [line for line in out.stderr.splitlines() if line.startswith("evaluator.py:")]
+        assert out.returncode == 2 and errors == [out.stderr.strip().splitlines()[-1]], out.stderr
+        assert errors[0].startswith("evaluator.py: error: ") and all(f in errors[0] for f in fragments), errors
+    else:
+        _one_line_error(out, *fragments)
+    assert "Traceback" not in out.stderr + out.stdout
+    assert snapshot(folder) == before
+
+
+def offline(tmp_path):
+    """No Inception graph can be found or downloaded: what is refused here is refused before it is needed."""
+    return dict(os.environ, CHECKERBOARD_CACHE=str(tmp_path / "no_cache"), https_proxy="http://127.0.0.1:9",
+                HTTPS_PROXY="http://127.0.0.1:9", no_proxy="", NO_PROXY="")
+
+
+def _images(n, size=8, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
+
+
+def test_outputs_never_overwrite_a_file(tmp_path):
+    np.savez(tmp_path / "ref.npz", _images(6))
+    np.savez(tmp_path / "sample.npz", _images(6, seed=1))
+    (tmp_path / "old.txt").write_text("earlier results\n")
+    env = offline(tmp_path)
+    # the issue: --save_stats naming the sample batch replaced it with statistics
+    _refused(tmp_path, [tmp_path / "ref.npz", tmp_path / "sample.npz", "--save_stats", tmp_path / "sample.npz"],
+             "--save_stats", str(tmp_path / "sample.npz"), "exists", env=env)
+    _refused(tmp_path, [tmp_path / "ref.npz", tmp_path / "sample.npz", "--output_file", tmp_path / "old.txt"],
+             "--output_file", str(tmp_path / "old.txt"), "exists", env=env)
+    _refused(tmp_path, [tmp_path / "ref.npz", tmp_path / "sample.npz", "--output_file", tmp_path / "new.npz",
+                        "--save_stats", tmp_path / "new.npz"], "same file", "new.npz", env=env)
+    _refused(tmp_path, [tmp_path / "ref.npz", tmp_path / "sample.npz", "--reference_cache", tmp_path / "old.txt"],
+             "--reference_cache", "is a file", env=env)
+
+
+def test_resolutions_of_ref_and_sample_are_compared(tmp_path):
+    np.savez(tmp_path / "ref.npz", _images(6, size=16))
+    np.savez(tmp_path / "sample.npz", _images(6, size=8))
+    _refused(tmp_path, [tmp_path / "ref.npz", tmp_path / "sample.npz", "--output_file", tmp_path / "out.txt"],
+             str(tmp_path / "ref.npz"), "16x16", str(tmp_path / "sample.npz"), "8x8", env=offline(tmp_path))
+
+
+def test_fewer_than_four_images_and_batch_size_zero(tmp_path):
+    np.savez(tmp_path / "ref.npz", _images(6))
+    np.savez(tmp_path / "three.npz", _images(3))
+    folder = tmp_path / "three"
+    folder.mkdir()
+    for i, image in enumerate(_images(3)):
+        Image.fromarray(image).save(folder / f"{i}.png")
+    env = offline(tmp_path)
+    _refused(tmp_path, [tmp_path / "ref.npz", tmp_path / "three.npz"], "three.npz", "holds 3 images", "at least 4",
+             env=env)
+    _refused(tmp_path, [folder, tmp_path / "ref.npz"], str(folder), "holds 3 images", env=env)
+    _refused(tmp_path, [tmp_path / "ref.npz", tmp_path / "ref.npz", "--batch_size", "0"], "--batch_size", "got 0",
+             env=env)
+
+
+def test_an_old_statistics_file_without_image_size_is_refused(tmp_path):
+    pool = np.random.default_rng(0).normal(size=(6, 4))
+    np.savez(tmp_path / "old_stats.npz", pool=pool, mu=pool.mean(0), sigma=np.cov(pool, rowvar=False),
+             mu_s=pool.mean(0), sigma_s=np.cov(pool, rowvar=False))
+    np.savez(tmp_path / "sample.npz", _images(6))
+    _refused(tmp_path, [tmp_path / "old_stats.npz", tmp_path / "sample.npz"], "old_stats.npz", "image size",
+             "--save_stats", env=offline(tmp_path))
+
+
+def test_unreadable_files_in_a_folder(e2e, tmp_path):
+    """A corrupt PNG or a .npy of Python objects: first in the folder (found when it is opened) or
+    later (found while the images stream through the network)."""
+    d, ref, sample, _ = e2e
+    np.savez(tmp_path / "ref.npz", ref)
+    good = Image.fromarray(sample[0])
+    for position, kind in ((0, "png"), (0, "npy"), (5, "png"), (5, "npy")):
+        folder = tmp_path / f"{kind}{position}"
+        folder.mkdir()
+        for i in range(7):
+            good.save(folder / f"{i:03d}.png")
+        bad = folder / f"{position:03d}.{kind}"
+        if kind == "png":
+            bad.write_bytes(bad.read_bytes()[:60])  # cut short
+        else:
+            bad.with_suffix(".png").unlink()
+            np.save(bad, np.array([{"pixels": 1}] * 3, dtype=object), allow_pickle=True)
+        fragment = "cannot read the image" if kind == "png" else "Object arrays"
+        if (position, kind) == (5, "npy"):  # the same path as the PNG's below, without a second TensorFlow start
+            with pytest.raises(EvalError, match=f"{bad}: cannot read the array .*{fragment}"):
+                list(open_batch(folder).read(2))
+            continue
+        _refused(tmp_path, [tmp_path / "ref.npz", folder, "--inception_graph", d / "g.pb", "--batch_size", 2,
+                            "--output_file", tmp_path / "out.txt", "--save_stats", tmp_path / "s.npz"],
+                 str(bad), fragment, streaming=position > 0)
+
+
+def test_inception_graph_is_for_inception_features(tmp_path):
+    np.savez(tmp_path / "ref.npz", _images(6, size=32))
+    _refused(tmp_path, [tmp_path / "ref.npz", tmp_path / "ref.npz", "--features", "digits", "--inception_graph",
+                        tmp_path / "g.pb"], "--inception_graph", "digits", env=offline(tmp_path))
+    _refused(tmp_path, [tmp_path / "ref.npz", tmp_path / "ref.npz", "--features", "alexnet"], "--features",
+             "alexnet", env=offline(tmp_path))
+
+
 def test_run_evaluator_script_parses():
     subprocess.run(["bash", "-n", str(REPO / "run_evaluator.sh")], check=True)
+
+
+def test_run_evaluator_script_refuses_an_evaluated_setting_before_sampling(tmp_path):
+    # a copy runs in tmp_path (the script works from its own folder); torchrun is never reached
+    script = tmp_path / "run_evaluator.sh"
+    script.write_text((REPO / "run_evaluator.sh").read_text())
+    (tmp_path / "eval").mkdir()
+    done = tmp_path / "eval" / "M_cfg2.0_start5_steps4_eval.txt"
+    done.write_text("FID: 3.0\n")
+    env = dict(os.environ, CKPT="x/M", CFG="2.0", NPROC="1", PATH="/usr/bin:/bin")
+    out = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr == (f"run_evaluator.sh: error: eval/{done.name} exists (this setting was "
+                                                  f"evaluated); move it away to evaluate again\n")
+    assert done.read_text() == "FID: 3.0\n" and sorted(p.name for p in tmp_path.iterdir()) == ["eval",
+                                                                                                "run_evaluator.sh"]

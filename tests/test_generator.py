@@ -74,7 +74,9 @@ def test_greedy_samples(parity, name):
         err = (_decode(model, out.tokens[i]) - e[f"{name}_img_{i}"]).abs().amax(dim=(1, 2, 3))
         assert (err < _decode_tolerance(model, out.tokens[i])).all(), f"image of scale {s}: {err}"
         assert out.entropy[i].shape == out.tokens[i].shape and (out.entropy[i] >= 0).all()
-    assert (out.images - e[f"{name}_img_{len(model.scale_sizes) - 1}"]).abs().max() < TOL
+    # The published sampler returns the decoder's overshoot; ours clamps it to the image range.
+    assert (out.images - e[f"{name}_img_{len(model.scale_sizes) - 1}"].clamp(-1, 1)).abs().max() < TOL
+    assert out.images.abs().max() <= 1
 
 
 def _decode(model, tokens):

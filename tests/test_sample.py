@@ -1,5 +1,7 @@
-"""main_sample.py on the tiny_2x fixture: parity, reproducibility, resumable FID runs, errors."""
+"""Sampling (sampling/ and main_sample.py) on the tiny_2x fixture: parity, reproducibility, resumable FID
+runs, finished runs, one run per folder, errors."""
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -12,10 +14,12 @@ import yaml
 from PIL import Image
 
 import main_sample
-from main_sample import SampleConfig, count_flops, sample
 from models import build_generator, load_model
 from models.checkpoint import read_config
 from sampling import sample_io
+from sampling.config import SampleConfig
+from sampling.flops import flops_per_sample
+from sampling.run import sample
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -43,7 +47,10 @@ def uncond_dir(tiny_dir, tmp_path_factory):
 
 
 def run_main(argv, capsys):
-    rc = main_sample.main([str(a) for a in argv])
+    try:
+        rc = main_sample.main([str(a) for a in argv])
+    except SystemExit as e:  # the one-line error of common/cli.py
+        rc = e.code
     out, err = capsys.readouterr()
     return rc, out, err
 
@@ -168,8 +175,8 @@ def test_calculate_flops(tiny, tiny_dir, capsys, tmp_path):
     gflops = float(out.strip().split(": ")[1])
     assert gflops > 0 and not (tmp_path / "samples.npz").exists()
     base = dict(checkpoint=str(tiny_dir), output_dir=str(tmp_path), device="cpu")
-    plain = count_flops(tiny, SampleConfig(**base, cfg=0.0), "cpu")
-    guided = count_flops(tiny, SampleConfig(**base, cfg=1.5, cfg_start_step=0), "cpu")
+    plain = flops_per_sample(tiny, SampleConfig(**base, cfg=0.0), "cpu")
+    guided = flops_per_sample(tiny, SampleConfig(**base, cfg=1.5, cfg_start_step=0), "cpu")
     assert plain < guided < 2 * plain  # guidance doubles the transformer rows, not the decoder
 
 
@@ -215,7 +222,8 @@ def test_bf16_precision_stays_close_to_fp32(tiny_dir, tiny_expected, capsys, tmp
     may flip at near-ties, so the check is on the mean, not every pixel)."""
     labels = ",".join(map(str, tiny_expected["labels"].tolist()))
     rc, _, err = run_main(["--checkpoint", tiny_dir, "--classes", labels, "--temperature", 0, "--cfg", 0,
-                           "--precision", "bf16", "--output_dir", tmp_path, "--device", "cpu"], capsys)
+                           "--steps_per_scale", 4, "--precision", "bf16", "--output_dir", tmp_path, "--device", "cpu"],
+                          capsys)
     assert rc == 0, err
     got = load_npz(tmp_path / "samples.npz")["arr_0"].astype(float)
     expected = sample_io.to_uint8(tiny_expected["sample_nocfg_img_3"]).astype(float)
@@ -226,3 +234,144 @@ def test_fifty_thousand_samples_without_labels_is_fid_mode():
     assert SampleConfig(checkpoint="c", output_dir="d", num_samples=50_000).fid
     assert not SampleConfig(checkpoint="c", output_dir="d", num_samples=50_000, random_classes=True).fid
     assert not SampleConfig(checkpoint="c", output_dir="d", num_samples=1_000).fid
+
+
+def _snapshot(folder: Path) -> dict:
+    """Every file under folder with its bytes and modification time."""
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+FID_ARGS = ["--fid", "--num_samples", 10, "--shard_size", 5, "--cfg", 1.5, "--device", "cpu"]
+
+
+def test_rerunning_a_finished_fid_run_draws_nothing_and_another_command_is_refused(tiny_dir, tmp_path, capsys):
+    out = tmp_path / "fid"
+    command = ["--checkpoint", tiny_dir, "--output_dir", out, *FID_ARGS]
+    rc, _, err = run_main(command, capsys)
+    assert rc == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["grid.png", "samples.npz", "sampling.json"]
+    record = json.loads((out / "sampling.json").read_text())
+    assert record["cfg"] == 1.5 and record["label_mode"] == "balanced" and record["num_samples"] == 10
+    before = _snapshot(out)
+
+    rc, stdout, err = run_main(command + ["--batch_size", 3], capsys)  # the batch size does not change samples
+    assert rc == 0 and err == "", err
+    assert "holds this run's finished samples already" in stdout and _snapshot(out) == before
+
+    for other, key in ((["--cfg", 2.0], "cfg"), (["--seed", 1], "seed"), (["--save_fill"], "save_fill")):
+        rc, _, err = run_main(command + other, capsys)
+        assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+        assert f"this folder's samples were drawn with {key}=" in err and "use another --output_dir" in err, err
+        assert _snapshot(out) == before
+
+
+def test_a_finished_run_missing_an_output_writes_it_without_drawing_again(tiny_dir, tmp_path, capsys):
+    out = tmp_path / "fid"
+    command = ["--checkpoint", tiny_dir, "--output_dir", out, *FID_ARGS]
+    assert run_main(command, capsys)[0] == 0
+    samples = _snapshot(out)["samples.npz"]
+    (out / "grid.png").unlink()  # as if killed after packing
+    rc, stdout, _ = run_main(command, capsys)
+    assert rc == 0 and "wrote" in stdout and (out / "grid.png").is_file()
+    assert _snapshot(out)["samples.npz"] == samples
+
+
+def test_a_folder_with_files_of_no_sampling_run_is_refused(tiny_dir, tmp_path, capsys):
+    (tmp_path / "samples.npz").write_bytes(b"the user's own")
+    before = _snapshot(tmp_path)
+    rc, _, err = run_main(["--checkpoint", tiny_dir, "--output_dir", tmp_path, *FID_ARGS], capsys)
+    assert rc == 2 and err.count("\n") == 1, err
+    assert f"{tmp_path / 'samples.npz'} is there but no sampling.json" in err
+    assert _snapshot(tmp_path) == before
+
+
+def test_a_folder_another_process_writes_is_refused(tiny_dir, tmp_path, capsys):
+    from common.files import run_lock
+
+    out = tmp_path / "busy"
+    with run_lock(out):
+        rc, _, err = run_main(["--checkpoint", tiny_dir, "--output_dir", out, *FID_ARGS], capsys)
+        assert rc == 2 and err.count("\n") == 1, err
+        assert f"{out} is in use by another run (process {os.getpid()})" in err
+        assert sorted(p.name for p in out.iterdir()) == [".run.lock"]
+    assert not list(out.iterdir())
+
+
+def test_an_interrupted_run_s_temporaries_are_removed_at_the_next_start(tiny, tiny_dir, tmp_path):
+    common = dict(checkpoint=str(tiny_dir), fid=True, num_samples=10, shard_size=5, batch_size=5)
+    first = _config(tmp_path, "run", max_shards=1, **common)
+    assert sample(first, model=tiny) is None
+    out = Path(first.output_dir)
+    partial = [out / ".samples.npz.999999-0a1b2c3d.tmp", out / "shards" / ".shard_5_10.npz.999999-0a1b2c3d.tmp"]
+    for path in partial:
+        path.write_bytes(b"partial")
+    keep = out / "shards" / "notes.txt"  # not of the temporaries' naming: not ours to remove
+    keep.write_text("mine")
+    assert sample(_config(tmp_path, "run", **common), model=tiny).samples_npz.is_file()
+    assert not any(p.exists() for p in partial)
+    assert keep.read_text() == "mine" and sorted(p.name for p in keep.parent.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize("options, message", [
+    ("--cfg nan", "--cfg must be a number, got 'nan'"),
+    ("--cfg inf", "--cfg must be a number, got 'inf'"),
+    ("--cfg -0.5", "--cfg must be >= 0, got -0.5"),
+    ("--temperature nan", "--temperature must be a number, got 'nan'"),
+    ("--steps_per_scale 0", "--steps_per_scale must be >= 1, got 0"),
+    ("--steps_per_scale 1,4,-1,4", "--steps_per_scale must be >= 1, got -1"),
+    ("--num_samples 0", "--num_samples must be >= 1, got 0"),
+    ("--seed -1", "--seed must be >= 0, got -1"),
+    ("--classes 3,12", "--classes: class 12 is out of range"),
+    ("--classes 1 --random_classes", "--classes and --random_classes exclude each other"),
+    ("--fid --classes 1", "--fid draws class-balanced labels"),
+    ("--shard_size 0", "--shard_size must be >= 1, got 0"),
+])
+def test_bad_values_are_refused_before_anything_is_written(tiny_dir, tmp_path, capsys, options, message):
+    """The folder holds a finished run: a refused command changes none of its files."""
+    out = tmp_path / "run"
+    base = ["--checkpoint", tiny_dir, "--output_dir", out, "--num_samples", 2, "--device", "cpu"]
+    assert run_main(base + ["--classes", "1,2"], capsys)[0] == 0
+    before = _snapshot(out)
+    rc, _, err = run_main(base + options.split(), capsys)
+    assert rc == 2 and err.count("\n") == 1 and err.startswith("main_sample.py: error: ") and message in err, err
+    assert "Traceback" not in err and _snapshot(out) == before
+
+
+def test_a_refused_command_leaves_no_trace_for_the_corrected_one(tiny_dir, tmp_path, capsys):
+    out = tmp_path / "new"
+    rc, _, err = run_main(["--checkpoint", tiny_dir, "--output_dir", out, *FID_ARGS, "--num_samples", 25], capsys)
+    assert rc == 2 and "--num_samples 25 is not a multiple" in err and not out.exists()
+    assert run_main(["--checkpoint", tiny_dir, "--output_dir", out, *FID_ARGS], capsys)[0] == 0
+
+
+def test_a_config_made_in_code_gets_the_command_line_s_checks(tiny, tmp_path):
+    for bad, message in ((dict(cfg=float("nan")), "cfg must be a number, got nan"),
+                         (dict(temperature=float("inf")), "temperature must be a number, got inf"),
+                         (dict(steps_per_scale=[1, 4, 0, 4]), "steps_per_scale must be >= 1, got 0")):
+        with pytest.raises(ValueError, match=message):
+            sample(_config(tmp_path, "code", **bad), model=tiny)
+    assert not (tmp_path / "code").exists()
+
+
+def test_calculate_flops_needs_no_output_dir(tiny_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = run_main(["--checkpoint", tiny_dir, "--calculate_flops", "--device", "cpu"], capsys)
+    assert rc == 0 and out.startswith("GFLOPs per sample: "), err
+    assert not list(tmp_path.iterdir())
+
+
+def test_sampling_without_output_dir_is_one_clear_line(tiny_dir, capsys):
+    rc, _, err = run_main(["--checkpoint", tiny_dir, "--device", "cpu"], capsys)
+    assert rc == 2 and err == "main_sample.py: error: --output_dir must be given\n"
+
+
+def test_steps_per_scale_defaults_to_the_model_s_num_blocks_per_scale(tiny, tmp_path):
+    assert tiny.cfg.num_blocks_per_scale == 8  # the fixture's config leaves it out: the published default
+    outputs = sample(_config(tmp_path, "default", checkpoint="c", num_samples=1, classes=[3]), model=tiny)
+    record = json.loads((outputs.samples_npz.parent / "sampling.json").read_text())
+    assert record["steps_per_scale"] == list(tiny.steps_per_scale_list(None)) and record["cfg_start_step"] == 2
+    assert SampleConfig().cfg is None and record["cfg"] == 1.5
+    unguided = sample(_config(tmp_path, "published_cfg", checkpoint="c", num_samples=1, classes=[3], cfg=None),
+                      model=tiny)
+    assert json.loads((unguided.samples_npz.parent / "sampling.json").read_text())["cfg"] == 2.0

@@ -1,11 +1,10 @@
-"""sampling.sample_io: uint8 conversion, labels by index, shards and the streamed ADM npz."""
-import json
-
+"""sampling.sample_io: uint8 conversion, shards and the streamed ADM npz; labels and seeds by index
+(sampling.plan, sampling.seeds)."""
 import numpy as np
 import pytest
 import torch
 
-from sampling import sample_io
+from sampling import plan, sample_io, seeds
 
 
 def test_to_uint8_rounds_to_the_nearest_level_and_is_nhwc():
@@ -17,12 +16,13 @@ def test_to_uint8_rounds_to_the_nearest_level_and_is_nhwc():
 
 
 def test_labels_by_global_index():
-    assert sample_io.balanced_labels(range(7, 13), 5).tolist() == [2, 3, 4, 0, 1, 2]
-    assert sample_io.cycled_labels([0, 1, 2, 3, 4], [207, 360]).tolist() == [207, 360, 207, 360, 207]
-    gens = lambda: sample_io.sample_generators(3, [10, 11, 12], "cpu")  # noqa: E731
-    a, b = sample_io.random_labels(gens(), 1000), sample_io.random_labels(gens(), 1000)
+    assert plan.balanced_labels(range(7, 13), 5).tolist() == [2, 3, 4, 0, 1, 2]
+    assert plan.cycled_labels([0, 1, 2, 3, 4], [207, 360]).tolist() == [207, 360, 207, 360, 207]
+    gens = lambda: seeds.sample_generators(3, [10, 11, 12], "cpu")  # noqa: E731
+    a, b = plan.random_labels(gens(), 1000), plan.random_labels(gens(), 1000)
     assert torch.equal(a, b) and len(set(a.tolist())) > 1
-    assert sample_io.sample_seed(3, 10) == 3 * sample_io.SEED_STRIDE + 10
+    assert seeds.sample_seed(3, 10) == 3 * seeds.SEED_STRIDE + 10
+    assert seeds.sample_generators(seeds.MAX_SEED, [seeds.SEED_STRIDE - 1], "cpu")  # the largest seed fits
 
 
 def test_shard_ranges_cover_every_index_once():
@@ -79,13 +79,3 @@ def test_check_samples_counts_and_class_balance(tmp_path):
     sample_io.check_samples(path, 20, None)
     with pytest.raises(ValueError, match="class 3 has 1 samples, expected exactly 2"):
         sample_io.check_samples(path, 20, 10)
-
-
-def test_plan_mismatch_names_the_setting(tmp_path):
-    plan = {"seed": 0, "cfg": 1.5}
-    sample_io.check_plan(tmp_path, plan)
-    sample_io.write_plan(tmp_path, plan)
-    assert json.loads((tmp_path / sample_io.PLAN_NAME).read_text()) == plan
-    sample_io.check_plan(tmp_path, dict(plan))
-    with pytest.raises(ValueError, match="cfg=1.5.*cfg=2.0"):
-        sample_io.check_plan(tmp_path, {"seed": 0, "cfg": 2.0})

@@ -6,11 +6,12 @@ import torch_fidelity
 from PIL import Image
 from torch_fidelity.defaults import DEFAULTS
 
-from main_sample import SampleConfig, generate_indices, plan_for
 from models import load_model
 from models.sampler import Sampler
 from sampling import sample_io
+from sampling.config import SampleConfig
 from sampling.figures import image_grid
+from sampling.plan import balanced_labels, draw, plan_for
 from training.inline_eval import InlineEvaluator, NpzImages, SampleSettings, sample_images
 
 
@@ -33,10 +34,9 @@ def test_samples_are_main_sample_s_samples(tiny):
     """One seed scheme: inline sample i is main_sample.py's sample i (seed * 1000003 + i, class i % classes)."""
     settings = SampleSettings(cfg=1.5, cfg_start_step=2, steps_per_scale=4, temperature=1.0, seed=3, batch_size=4)
     ours = sample_images(tiny, list(range(4)), settings, "cpu")
-    config = SampleConfig(checkpoint="", output_dir="", cfg=1.5, cfg_start_step=2, steps_per_scale=4, seed=3,
-                          classes=list(range(tiny.cfg.num_classes)), num_samples=4)
-    out = generate_indices(Sampler(tiny), config, plan_for(config, tiny), list(range(4)), "cpu")
-    assert out.labels.tolist() == sample_io.balanced_labels(range(4), tiny.cfg.num_classes).tolist()
+    config = SampleConfig(cfg=1.5, cfg_start_step=2, steps_per_scale=4, seed=3, fid=True, num_samples=10)
+    out = draw(Sampler(tiny), plan_for(config, tiny), list(range(4)), "cpu")
+    assert out.labels.tolist() == balanced_labels(range(4), tiny.cfg.num_classes).tolist()
     assert np.array_equal(ours, sample_io.to_uint8(out.images))
 
 
@@ -125,3 +125,17 @@ def test_several_guidance_values_kept_samples_and_samples_only(tiny, tmp_path, m
                            inception_weights=weights, samples_dir=tmp_path / "only", samples_only=True)
     assert only(tiny, epoch=1, device=torch.device("cpu"))[0] == {}  # calculate_metrics is not called again
     assert not list((tmp_path / "only").iterdir())  # drawn, then removed: keep_samples is 0
+
+
+def test_removing_the_evaluation_samples_leaves_the_user_s_files(tiny, tmp_path, monkeypatch):
+    """Without keep_samples only the rank files the evaluation wrote go, never the folder around them."""
+    settings = SampleSettings(cfg=1.5, cfg_start_step=2, seed=1, batch_size=3)
+    folder = tmp_path / "kept" / "samples_ep002_cfg1.50"
+    folder.mkdir(parents=True)
+    (folder / "notes.txt").write_text("the user's")
+    evaluator = InlineEvaluator(tmp_path / "out", settings, num_samples=3, grid_samples=0,
+                                samples_dir=tmp_path / "kept", samples_only=True)
+    evaluator(tiny, epoch=2, device=torch.device("cpu"))
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+    evaluator(tiny, epoch=3, device=torch.device("cpu"))
+    assert not (tmp_path / "kept" / "samples_ep003_cfg1.50").exists()  # its own folder goes too

@@ -6,7 +6,6 @@ for tracking progress; the reported ADM metrics come from evaluator.py.
 """
 import hashlib
 import logging
-import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -16,10 +15,12 @@ from torch.utils.data import Dataset
 
 from common import npz
 from common.distributed import barrier
+from common.files import atomic_write
 from common.images import IMAGE_EXTENSIONS, list_images, load_rgb_array
 from models.sampler import Sampler
-from sampling import sample_io
+from sampling.config import SampleConfig
 from sampling.figures import image_grid, save_png
+from sampling.plan import draw_images, plan_for
 
 log = logging.getLogger(__name__)
 
@@ -40,24 +41,21 @@ class SampleSettings:
     seed: int = 0
     batch_size: int = 64
 
+    def sample_config(self, num_classes: int | None) -> SampleConfig:
+        """main_sample.py's config of these samples: sample i has class i % num_classes (FID mode's
+        labels, for any count), an unconditional model none and no guidance."""
+        return SampleConfig(cfg=self.cfg if num_classes else 0.0, cfg_start_step=self.cfg_start_step,
+                            steps_per_scale=self.steps_per_scale, temperature=self.temperature, seed=self.seed,
+                            classes=list(range(num_classes)) if num_classes else None, batch_size=self.batch_size)
+
 
 @torch.no_grad()
 def sample_images(generator, indices: list[int], settings: SampleSettings, device) -> np.ndarray:
-    """uint8 (n, H, W, 3) samples: sample i is main_sample.py's sample i with --fid and these settings
-    (class i % num_classes, drawn from the stream of sample_io.sample_seed(seed, i)), whatever the
-    batches or processes the indices are split among."""
-    out, sampler = [], Sampler(generator)
-    for lo in range(0, len(indices), settings.batch_size):
-        chunk = indices[lo:lo + settings.batch_size]
-        streams = sample_io.sample_generators(settings.seed, chunk, device)
-        labels = (sample_io.balanced_labels(chunk, generator.cfg.num_classes).to(device)
-                  if generator.cfg.class_cond else None)
-        cfg = settings.cfg if generator.cfg.class_cond else 0.0
-        result = sampler.generate(labels=labels, batch_size=len(chunk), cfg=cfg, cfg_start_step=settings.cfg_start_step,
-                                  steps_per_scale=settings.steps_per_scale, temperature=settings.temperature,
-                                  generator=streams)
-        out.append(sample_io.to_uint8(result.images))
-    return np.concatenate(out) if out else np.zeros((0, 0, 0, 3), dtype=np.uint8)
+    """uint8 (n, H, W, 3) samples: sample i is main_sample.py's sample i with these settings and --fid
+    (sampling/plan.py draws both), whatever the batches or processes the indices are split among."""
+    config = settings.sample_config(generator.cfg.num_classes if generator.cfg.class_cond else None)
+    plan = plan_for(config, generator)
+    return draw_images(Sampler(generator), plan, indices, settings.batch_size, device)[0]
 
 
 class UInt8Images(Dataset):
@@ -181,26 +179,36 @@ class InlineEvaluator:
 
     def _samples_and_metrics(self, generator, epoch, cfg, device, compute: bool) -> dict:
         folder = self.samples_dir / f"samples_ep{epoch:03d}_cfg{cfg:.2f}"
+        made = False
         if self.rank == 0:
+            made = not folder.exists()
             folder.mkdir(parents=True, exist_ok=True)
         barrier()
         mine = list(range(self.rank, self.num_samples, self.world_size))
         images = sample_images(generator, mine, replace(self.settings, cfg=cfg), device)
-        np.save(folder / f"rank{self.rank}.npy", images)
+        atomic_write(self._rank_file(folder, self.rank), lambda f: np.save(f, images))
         barrier()
         metrics = {}
         if self.rank == 0:
             if compute:
                 metrics = self._fidelity(folder, device)
             if not self.keep_samples:
-                shutil.rmtree(folder)
+                # Only what this evaluation wrote: the folder may hold the user's files too.
+                for r in range(self.world_size):
+                    self._rank_file(folder, r).unlink()
+                if made and not any(folder.iterdir()):
+                    folder.rmdir()
         barrier()
         return metrics
+
+    @staticmethod
+    def _rank_file(folder: Path, rank: int) -> Path:
+        return folder / f"rank{rank}.npy"
 
     def _fidelity(self, folder: Path, device) -> dict:
         import torch_fidelity
 
-        arrays = [np.load(folder / f"rank{r}.npy", mmap_mode="r") for r in range(self.world_size)]
+        arrays = [np.load(self._rank_file(folder, r), mmap_mode="r") for r in range(self.world_size)]
         key = f"{self.reference.resolve()}:{self.reference.stat().st_mtime_ns}"
         result = torch_fidelity.calculate_metrics(
             input1=UInt8Images(arrays), input2=reference_input(self.reference), cuda=device.type == "cuda",
