@@ -18,6 +18,10 @@ import main
 from cli_check import REPO, Files, assert_one_line_error, run_main
 from common.checkpoints import load_checkpoint_file
 from common.files import LOCK_NAME, run_lock
+from common.config import given_options
+from train_ae_codebook import main_train_ae
+from train_ae_codebook.train_config import make_config
+from train_ae_codebook.training import AutoencoderRun
 from train_support import FAST_ARGS, digits_subset, tiny_config
 from training import checkpoint as training_checkpoint
 from training.config import TrainConfig
@@ -78,8 +82,13 @@ def test_a_new_run_writes_only_into_a_new_or_empty_folder(config, tmp_path, capf
     files.assert_unchanged()
     (folder / "config.yaml").unlink()
     (folder / LOCK_NAME).write_text("")  # what a killed run's lock leaves: an empty folder all the same
-    run = setup(replace(config, output_dir=str(folder)))
-    run.close()
+    setup(replace(config, output_dir=str(folder))).close()  # then stopped before its first checkpoint
+    # the same run starts again there; another run (another recipe) may not
+    setup(replace(config, output_dir=str(folder))).close()
+    files = Files(tmp_path)
+    with pytest.raises(ValueError, match=r"is not empty \(args.yaml, .*\) \(its config.yaml is another run's\)"):
+        setup(replace(config, output_dir=str(folder), lr=0.5))
+    files.assert_unchanged()
 
 
 def test_resume_into_a_new_folder_continues_there_and_leaves_the_source_alone(config, two_epochs, tmp_path):
@@ -224,7 +233,6 @@ def test_token_cache_folder_rules(config, tmp_path, held):
 
 
 def test_autoencoder_training_folder_is_locked_and_cleaned(tiny_dir, tmp_path, held, capfd):
-    from train_ae_codebook import main_train_ae
     images = tmp_path / "images"
     images.mkdir()
     for i in range(8):
@@ -244,3 +252,17 @@ def test_autoencoder_training_folder_is_locked_and_cleaned(tiny_dir, tmp_path, h
     result = run_main(main_train_ae.main, argv, capfd)
     assert result.code == 0, result.err
     assert not leftover.exists() and (out / "checkpoint.pth").is_file()
+    # stopped right after its first write, the same run resumes (at step 0) and ends as the straight one;
+    # another run is refused there
+    stopped = tmp_path / "stopped"
+    argv[argv.index(out)] = stopped
+    values = given_options(main_train_ae.get_args_parser(), [str(a) for a in argv])
+    AutoencoderRun(make_config(values.pop("config"), {}, values, command_line=True)).start()
+    assert [p.name for p in stopped.iterdir()] == ["checkpoint-last.pth"]
+    files = Files(stopped)
+    assert_one_line_error(run_main(main_train_ae.main, [*argv, "--n_embed", "32"], capfd), "main_train_ae.py",
+                          "the run there has", "another output_dir")
+    files.assert_unchanged()
+    assert run_main(main_train_ae.main, argv, capfd).code == 0
+    straight, resumed = (load_checkpoint_file(d / "checkpoint.pth")["state_dict"] for d in (out, stopped))
+    assert all(torch.equal(value, resumed[name]) for name, value in straight.items())

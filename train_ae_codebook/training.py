@@ -213,7 +213,8 @@ class AutoencoderRun:
 
     def start(self):
         """Takes the output folder's lock (a second run of the folder is refused), checks the folder again
-        under it, removes an interrupted run's partial files and restores its state. `train` releases it."""
+        under it, removes an interrupted run's partial files and restores its state, or writes the state at
+        step 0. `train` releases the lock."""
         self._lock.enter_context(run_lock(self.output_dir))
         try:
             self.check_output_dir()
@@ -221,6 +222,10 @@ class AutoencoderRun:
             if (self.output_dir / CHECKPOINT_LAST).is_file():
                 self.load_state(self.output_dir / CHECKPOINT_LAST)
                 tqdm.write(f"resuming {self.output_dir / CHECKPOINT_LAST} at step {self.start_step}")
+            else:
+                # The run's first write says whose folder this is: stopped before its first save, the same
+                # run resumes here (at step 0, which repeats exactly) and any other is refused.
+                self.save_state(0)
         except BaseException:
             self._lock.close()
             raise

@@ -68,16 +68,12 @@ def load_training_checkpoint(path, resume: bool = False) -> tuple[dict, Path]:
     return ckpt, ckpt_path
 
 
-def portable_model_section(model_section: dict, config_dir, output_dir) -> dict:
-    """The `model:` section for an output folder: the autoencoder config copied beside it and its
-    checkpoint named by absolute path (only a fresh run reads it; checkpoints carry autoenc.* keys)."""
+def portable_model_section(model_section: dict, config_dir) -> dict:
+    """The `model:` section for an output folder: the autoencoder config named as the copy beside it
+    (`write_run_config` makes it) and its checkpoint by absolute path (only a fresh run reads it;
+    checkpoints carry autoenc.* keys)."""
     section = copy.deepcopy(model_section)
     autoenc = section["autoenc"]
-    source = resolve_path(autoenc["config_path"], config_dir).resolve()
-    target = Path(output_dir) / AUTOENC_CONFIG
-    if source != target.resolve():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(target, source.read_text())
     autoenc["config_path"] = AUTOENC_CONFIG.as_posix()
     if autoenc.get("checkpoint_path"):
         try:
@@ -87,11 +83,23 @@ def portable_model_section(model_section: dict, config_dir, output_dir) -> dict:
     return section
 
 
-def write_run_config(output_dir, model_section: dict, recipe: dict, all_args: dict):
-    """config.yaml (published `model:` + `args:` sections) and args.yaml (every option of this run)."""
+def run_config_text(model_section: dict, config_dir, recipe: dict) -> str:
+    """config.yaml of a run folder: the portable `model:` section and the run's recipe as `args:`. Two
+    runs with the same text are the same run (see training/run_folder.py)."""
+    return yaml.safe_dump({"model": portable_model_section(model_section, config_dir), "args": recipe},
+                          sort_keys=False)
+
+
+def write_run_config(output_dir, model_section: dict, config_dir, recipe: dict, all_args: dict):
+    """config.yaml (published `model:` + `args:` sections), a copy of the autoencoder config beside it,
+    and args.yaml (every option of this run)."""
     output_dir = Path(output_dir)
-    atomic_write_text(output_dir / "config.yaml", yaml.safe_dump({"model": model_section, "args": recipe},
-                                                                 sort_keys=False))
+    source = resolve_path(model_section["autoenc"]["config_path"], config_dir).resolve()
+    target = output_dir / AUTOENC_CONFIG
+    if source != target.resolve():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(target, source.read_text())
+    atomic_write_text(output_dir / "config.yaml", run_config_text(model_section, config_dir, recipe))
     atomic_write_text(output_dir / "args.yaml", yaml.safe_dump(all_args, sort_keys=False))
 
 

@@ -25,8 +25,8 @@ from models.checkpoint import build_generator, checkpoint_paths, read_config
 from models.generator import CheckerboardGenerator
 from common import distributed as dist_util
 from common.folders import check_is_folder
-from training.checkpoint import (LAST, init_weights_from, kept_epoch, load_training_checkpoint,
-                                 portable_model_section, save_training_checkpoint, training_state, write_run_config)
+from training.checkpoint import (LAST, init_weights_from, kept_epoch, load_training_checkpoint, run_config_text,
+                                 save_training_checkpoint, training_state, write_run_config)
 from training.data import NUM_CROPS, Batch, CropSampler, TenCropImageFolder, collate_skipping, epoch_seed, image_root
 from training.ema import EMA
 from training.inline_eval import InlineEvaluator, SampleSettings
@@ -298,20 +298,26 @@ def setup(config: TrainConfig) -> TrainingRun:
     resume_path = checkpoint_paths(config.resume)[0] if config.resume else None
     output_dir = config.resolved_output_dir() or new_run_dir(config.output_root)
     own_folder = resume_path is not None and is_own_folder(output_dir, resume_path)
+    lr = config.resolved_lr(world)
+    if config.lr is None and rank == 0:
+        log.info("lr %.3g = blr %.3g x batch_size %d x %d processes / 256", lr, config.blr, config.batch_size, world)
+    config = replace(config, output_dir=str(output_dir), lr=lr)
+    config_text = run_config_text(model_section, config_path.parent, config.recipe())
     if not own_folder:
-        check_new_run_folder(output_dir)
+        check_new_run_folder(output_dir, config_text)
     folder = RunFolder(output_dir)
     try:
         if own_folder and rank == 0:
             folder.lock()  # before reading the checkpoint: another resume of this folder may be writing it
-        return _setup(config, rank, world, device, config_path, model_section, output_dir, own_folder, folder)
+        return _setup(config, rank, world, device, config_path, model_section, config_text, own_folder, folder)
     except BaseException:
         folder.release()
         raise
 
 
 def _setup(config: TrainConfig, rank: int, world: int, device, config_path: Path, model_section: dict,
-           output_dir: Path, own_folder: bool, folder: RunFolder) -> TrainingRun:
+           config_text: str, own_folder: bool, folder: RunFolder) -> TrainingRun:
+    output_dir = folder.folder
     ckpt = None
     if config.resume:
         ckpt, ckpt_path = load_training_checkpoint(config.resume, resume=True)
@@ -320,10 +326,6 @@ def _setup(config: TrainConfig, rank: int, world: int, device, config_path: Path
         if config.weights_init and rank == 0:
             log.info("--resume takes precedence: weights_init %s is not used", config.weights_init)
         config = replace(config, weights_init=None)
-    lr = config.resolved_lr(world)
-    if config.lr is None and rank == 0:
-        log.info("lr %.3g = blr %.3g x batch_size %d x %d processes / 256", lr, config.blr, config.batch_size, world)
-    config = replace(config, output_dir=str(output_dir), lr=lr)
     torch.manual_seed(config.seed)  # the initial weights
     model = build_generator(model_section, config_path.parent, source=str(config_path),
                             load_autoencoder_weights=not (config.resume or config.weights_init))
@@ -392,12 +394,11 @@ def _setup(config: TrainConfig, rank: int, world: int, device, config_path: Path
         # have started there since the first check.
         folder.lock()
         if not own_folder:
-            check_new_run_folder(output_dir)
+            check_new_run_folder(output_dir, config_text)
         remove_leftovers(output_dir)
         if ckpt is not None and own_folder and os.path.samefile(ckpt_path, output_dir / LAST):
             restore_kept_checkpoint(output_dir, ckpt)
-        write_run_config(output_dir, portable_model_section(model_section, config_path.parent, output_dir),
-                         config.recipe(), config.as_dict())
+        write_run_config(output_dir, model_section, config_path.parent, config.recipe(), config.as_dict())
     dist_util.barrier()
     metrics = MetricsLog(output_dir, enabled=rank == 0, tensorboard_dir=config.log_dir)
     return TrainingRun(config, output_dir, device, rank, world, model, module, optimizer, scaler, ema, schedule,

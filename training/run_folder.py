@@ -1,15 +1,17 @@
 """The output folder of a training run, and the rules that keep every other result safe.
 
 A run folder belongs to one run. A new run (also one continuing another run's checkpoint with
---resume A --output_dir B) writes only into a folder that is new or empty; a resumed run writes
-into its own folder, and only from that folder's latest checkpoint (an older one would have it
-overwrite the epochs after it). All of that is checked before anything is written. While a process
+--resume A --output_dir B) writes only into a folder that is new or empty, or that the same run
+(the same config.yaml, which a run writes first) left before its first checkpoint; a resumed run
+writes into its own folder, and only from that folder's latest checkpoint (an older one would have
+it overwrite the epochs after it). All of that is checked before anything is written. While a process
 writes the folder it holds its `run_lock` (common/files.py), so two runs of one folder at once are
 refused, and under the lock the partial files an interrupted run left are removed: a running
 writer's temporary files look the same, and only the lock tells them apart.
 """
 import logging
 import os
+import re
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -18,19 +20,33 @@ from common.files import atomic_copy, remove_temporaries, run_lock
 from common.folders import NAMES_SHOWN, check_is_folder, folder_contents, shown
 from training.checkpoint import LAST, epoch_checkpoint_name, kept_epoch
 
+RUN_CONFIG = "config.yaml"
+CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+|last)\.pth$")
+
 log = logging.getLogger(__name__)
 
-def check_new_run_folder(folder):
-    """A new run's folder: new or empty. ValueError naming what is there otherwise."""
+
+def check_new_run_folder(folder, config_text: str):
+    """A new run's folder: new, empty, or this same run's (config.yaml equal to `config_text`) stopped
+    before its first checkpoint, which starts again there. ValueError naming what is there otherwise."""
     folder = Path(folder)
     check_is_folder(folder)
     names = folder_contents(folder)
     if LAST in names:
         raise ValueError(f"{folder} already holds {LAST}: pass --resume {folder} to continue that run, or another "
                          f"--output_dir")
-    if names:
-        raise ValueError(f"--output_dir {folder} is not empty ({shown(names)}): a new run writes only into a new or "
-                         f"empty folder, so that nothing it did not make is overwritten; pass another --output_dir")
+    if not names or (_same_run(folder, config_text) and not any(CHECKPOINT_NAME.match(n) for n in names)):
+        return
+    whose = " (its config.yaml is another run's)" if RUN_CONFIG in names else ""
+    raise ValueError(f"--output_dir {folder} is not empty ({shown(names)}){whose}: a new run writes only into a new "
+                     f"or empty folder, so that nothing it did not make is overwritten; pass another --output_dir")
+
+
+def _same_run(folder: Path, config_text: str) -> bool:
+    try:
+        return (folder / RUN_CONFIG).read_text() == config_text
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def is_own_folder(folder, checkpoint_path) -> bool:
