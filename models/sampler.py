@@ -253,7 +253,7 @@ class GraphedGeneration:
         self.labels = None if labels is None else labels.clone()
         self.cfg_weights = cfg_weights.clone()
         self.noise = None if noise is None else noise.clone()
-        self.caches = allocate_caches(model, 2 * B if guided else B)
+        self.caches = allocate_caches(sampler.model, 2 * B if guided else B)
         args = (plan, self.caches, B, self.labels, self.cfg_weights, self.noise, guided, temperature, with_entropy)
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())

@@ -152,8 +152,9 @@ def test_autoencoder_training_never_writes_into_another_models_folder(data, tiny
     result = run_main(main_train_ae.main, ["--config", tiny_dir / "autoenc" / "autoencoder_config.yaml", "--data_path",
                                            data, "--output_dir", published, "--train_all", "--device", "cpu",
                                            "--init_steps", "1", "--batch_size", "2"], capfd)
-    assert_one_line_error(result, "main_train_ae.py", f"--output_dir {published} is not empty (autoencoder_config.yaml, "
-                                                      f"checkpoint.pth) and holds no checkpoint-last.pth")
+    assert_one_line_error(result, "main_train_ae.py", f"--output_dir {published} is not empty "
+                                                      f"(autoencoder_config.yaml, checkpoint.pth) and holds no "
+                                                      f"checkpoint-last.pth")
     files.assert_unchanged()
 
 

@@ -17,7 +17,7 @@ from PIL import Image
 import main
 from cli_check import REPO, Files, assert_one_line_error, run_main
 from common.checkpoints import load_checkpoint_file
-from common.files import LOCK_NAME, run_lock
+from common.files import LOCK_NAME
 from common.config import given_options
 from train_ae_codebook import main_train_ae
 from train_ae_codebook.train_config import make_config
@@ -151,7 +151,8 @@ def test_a_second_process_on_a_run_folder_is_refused(config, two_epochs, tmp_pat
 # ---- temporary files ---------------------------------------------------------------------------------
 def test_an_interrupted_runs_partial_files_are_removed_on_the_next_start(config, two_epochs, tmp_path):
     run = copy_of(two_epochs, tmp_path)
-    leftovers = [run / ".checkpoint-last.pth.4242-0a1b2c3d.tmp", run / "autoenc" / ".autoencoder_config.yaml.7-abcdefgh.tmp"]
+    leftovers = [run / ".checkpoint-last.pth.4242-0a1b2c3d.tmp",
+                 run / "autoenc" / ".autoencoder_config.yaml.7-abcdefgh.tmp"]
     for path in leftovers:
         path.write_bytes(b"\0" * 1000)
     mine = [run / "notes.tmp", run / ".checkpoint-last.pth.tmp"]  # not the atomic writer's names: kept
@@ -236,7 +237,8 @@ def test_autoencoder_training_folder_is_locked_and_cleaned(tiny_dir, tmp_path, h
     images = tmp_path / "images"
     images.mkdir()
     for i in range(8):
-        Image.fromarray(np.random.default_rng(i).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(images / f"{i}.png")
+        pixels = np.random.default_rng(i).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(images / f"{i}.png")
     out = tmp_path / "ae"
     argv = ["--config", tiny_dir / "autoenc" / "autoencoder_config.yaml", "--data_path", images, "--output_dir", out,
             "--train_all", "--device", "cpu", "--init_steps", "1", "--batch_size", "4", "--epochs", "1",

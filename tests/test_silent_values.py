@@ -9,7 +9,7 @@ import main
 from cli_check import Files, assert_one_line_error, run_main
 from models import load_model
 from models.sampler import Sampler
-from train_support import FAST_ARGS, digits_subset, tiny_config
+from train_support import FAST_ARGS, tiny_config
 from training import data as training_data
 from training.config import TrainConfig
 from training.engine import NoTrainingStepError, train
