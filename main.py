@@ -12,11 +12,12 @@ with their defaults) and the command line wins; an unknown key is an error. Othe
 """
 import logging
 
-from common.cli import EXIT_BAD_INPUT, EXIT_FAILED, fail
+from common.cli import EXIT_BAD_INPUT, EXIT_FAILED, fail, one_line_errors
 from common.config import ArgumentParser, given_options
 from common.distributed import cleanup, get_rank
 from training.config import TrainConfig, add_config_arguments
-from training.engine import NonFiniteLossError, create_cache, fit, setup, start_processes, train
+from training.engine import (NoTrainingStepError, NonFiniteLossError, create_cache, fit, setup, start_processes,
+                             train)
 
 log = logging.getLogger("main")
 
@@ -38,14 +39,12 @@ def parse_config(argv=None, parser=None) -> TrainConfig:
 
 def main(argv=None):
     parser = get_args_parser()
-    try:
+    with one_line_errors(PROG, EXIT_BAD_INPUT):
         config = parse_config(argv, parser)
-    except (ValueError, FileNotFoundError) as e:
-        fail(PROG, e, EXIT_BAD_INPUT)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     owns_processes, run = False, None
     try:
-        try:
+        with one_line_errors(PROG, EXIT_BAD_INPUT):  # everything before the first training step
             _, _, _, owns_processes = start_processes(config.device)
             if get_rank() != 0:
                 logging.getLogger().setLevel(logging.WARNING)
@@ -54,12 +53,13 @@ def main(argv=None):
                 if not config.use_cache:
                     return
             run = setup(config)
-        except (ValueError, FileNotFoundError) as e:
-            fail(PROG, e, EXIT_BAD_INPUT)
-        try:
-            fit(run)
-        except NonFiniteLossError as e:
-            fail(PROG, e, EXIT_FAILED)
+        # The inputs were fine: a failure now (a non-finite loss, a full disk) stops the run with the
+        # epochs logged so far, and names the checkpoint it leaves.
+        with one_line_errors(PROG, EXIT_FAILED):
+            try:
+                fit(run)
+            except (NonFiniteLossError, NoTrainingStepError) as e:
+                fail(PROG, e, EXIT_FAILED)
     finally:
         if run is not None:
             run.close()

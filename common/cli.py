@@ -4,12 +4,25 @@ from contextlib import contextmanager
 
 EXIT_BAD_INPUT = 2  # the command line, a config or an input file is wrong
 EXIT_FAILED = 1  # the inputs were fine but the run failed (e.g. a non-finite loss)
+WORKER_TRACEBACK = "Original Traceback (most recent call last)"  # torch.utils.data's re-raised worker errors
 
 
 def fail(prog: str, message, code: int = EXIT_BAD_INPUT):
     """The one-line error of a script, and its exit."""
-    print(f"{prog}: error: {' '.join(str(message).split())}", file=sys.stderr)
+    print(f"{prog}: error: {' '.join(_text(message).split())}", file=sys.stderr)
     sys.exit(code)
+
+
+def _text(message) -> str:
+    """The message; for an error that a DataLoader worker raised (torch re-raises it with the worker's
+    whole traceback in its text), the original error's own message."""
+    text = str(message)
+    if isinstance(message, BaseException) and WORKER_TRACEBACK in text:
+        last = text.strip().splitlines()[-1]
+        name, _, original = last.partition(": ")
+        if name.split(".")[-1] == type(message).__name__:
+            return original
+    return text
 
 
 @contextmanager

@@ -5,13 +5,28 @@ import torch
 import torch.distributed as dist
 
 
+DEVICE_TYPES = ("cpu", "cuda")
+
+
 def resolve_device(name: str | None) -> torch.device:
-    """None: the GPU when there is one. Asking for cuda without one is an error, not a silent CPU run."""
+    """None: the GPU when there is one. A device that is not cpu, cuda or cuda:N of an existing GPU is an
+    error (ValueError naming it), never a silent CPU run."""
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {name} but no CUDA GPU is available (use --device cpu)")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in DEVICE_TYPES or (device.type == "cpu" and device.index):
+        raise ValueError(f"--device must be cpu, cuda or cuda:N, got {name!r}")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            raise ValueError(f"--device {name} but no CUDA GPU is available (use --device cpu)")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"--device {name} but there {'is' if count == 1 else 'are'} only {count} GPU(s) "
+                             f"(cuda:0..cuda:{count - 1})")
+    return device
 
 
 def init_distributed(device: str | None = None) -> tuple[int, int, torch.device]:

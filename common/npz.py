@@ -29,18 +29,28 @@ def _read_header(f) -> ArrayHeader:
 @contextmanager
 def _member(path, key: str):
     """(open member positioned at the first data byte, its header); ValueError naming the file when
-    it is no zip archive or has no array `key`."""
+    it is no zip archive, has no array `key`, or that array is no .npy array of numbers (an array of
+    Python objects would be a pickle: never loaded)."""
     try:
         zf = zipfile.ZipFile(path)
     except zipfile.BadZipFile:
-        raise ValueError(f"{path}: not an .npz file") from None
+        raise ValueError(f"{path}: not an .npz file (or one cut short)") from None
     with zf:
         try:
             f = zf.open(f"{key}.npy")
         except KeyError:
             raise ValueError(f"{path}: no '{key}' array") from None
         with f:
-            yield f, _read_header(f)
+            try:
+                header = _read_header(f)
+            except (ValueError, EOFError, zipfile.BadZipFile) as e:
+                raise ValueError(f"{path}: '{key}' is not a readable .npy array ({e})") from None
+            if header.dtype.hasobject:
+                raise ValueError(f"{path}: '{key}' holds Python objects (a pickle), which are never loaded")
+            try:
+                yield f, header
+            except zipfile.BadZipFile as e:  # a damaged member shows when its end is read (CRC check)
+                raise ValueError(f"{path}: '{key}' is damaged ({e})") from None
 
 
 def array_header(path, key: str) -> ArrayHeader:
@@ -62,7 +72,11 @@ def iter_rows(path, key: str, batch_size: int) -> Iterator[np.ndarray]:
         row_bytes = math.prod(row_shape) * header.dtype.itemsize
         for start in range(0, header.shape[0], batch_size):
             n = min(batch_size, header.shape[0] - start)
-            yield np.frombuffer(f.read(n * row_bytes), dtype=header.dtype).reshape(n, *row_shape)
+            data = f.read(n * row_bytes)
+            if len(data) < n * row_bytes:
+                raise ValueError(f"{path}: '{key}' is cut short: {header.shape[0]} rows announced, the data ends "
+                                 f"in row {start + len(data) // max(row_bytes, 1)}")
+            yield np.frombuffer(data, dtype=header.dtype).reshape(n, *row_shape)
 
 
 def first_rows(path, key: str, count: int) -> np.ndarray:

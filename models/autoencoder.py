@@ -3,79 +3,94 @@
 Module names follow LlamaGen (`vq_ds16_c2i.pt` loads into encoder/decoder unchanged) and the
 published checkpoints (`autoenc.*` keys of the generator, `{'state_dict': ...}` files).
 """
-import argparse
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import yaml
 from torch.nn.utils import parametrize
+
+from common.checkpoints import load_checkpoint_file
+from common.config import ConfigError, Layer, fields_of, make, option
+from common.yaml_files import load_yaml
+
+
+GROUP_NORM_GROUPS = 32  # every normalised channel count must be a multiple of it
+TOP_LEVEL_KEYS = ("embed_dim", "n_embed", "normalize", "resolution")  # model.params; resolution may be in both
+DDCONFIG_EXCLUDED = ("embed_dim", "n_embed", "normalize")  # the codebook's keys: never in ddconfig
 
 
 @dataclass
 class AutoencoderConfig:
-    embed_dim: int = 8
-    n_embed: int = 4096
-    normalize: bool = True
-    resolution: int = 256
-    # ddconfig
-    ch: int = 128
-    ch_mult: tuple = (1, 1, 2, 2, 4)
-    num_res_blocks: int = 2
-    z_channels: int = 256
-    dropout: float = 0.0
-    in_channels: int = 3
-    out_ch: int = 3
-    double_z: bool = False
-    attn_resolutions: tuple | None = None
+    """`model.params` of an autoencoder_config.yaml (LlamaGen's names; `ddconfig` holds the
+    encoder/decoder shape). Values are checked as every config value is (common/config.py)."""
+
+    embed_dim: int = option("code vector width", 8, ge=1)
+    n_embed: int = option("codebook size", 4096, ge=1)
+    normalize: bool = option("L2-normalised codebook and latents", True)
+    resolution: int = option("training image size", 256, ge=1)
+    ch: int = option("base channel count", 128, ge=1)
+    ch_mult: list[int] = option("channel multiplier per level (the stride is 2^(levels - 1))", [1, 1, 2, 2, 4], ge=1)
+    num_res_blocks: int = option("residual blocks per encoder level", 2, ge=0)
+    z_channels: int = option("latent channels before quant_conv", 256, ge=1)
+    dropout: float = option("dropout of the residual blocks", 0.0, ge=0, lt=1)
+    in_channels: int = option("image channels in", 3, ge=1)
+    out_ch: int = option("image channels out", 3, ge=1)
+    double_z: bool = option("mean and log-variance latents (not supported)", False)
+    attn_resolutions: list[int] | None = option("resolutions with attention (the lowest level only)", None, ge=1)
 
     # Keys of `model.params` that configure training-time behaviour only.
     IGNORED_PARAMS = ("requant_pyramid_levels",)
 
     def __post_init__(self):
         self.ch_mult = tuple(self.ch_mult)
-        stride = 2 ** (len(self.ch_mult) - 1)
-        # The architecture is fixed: z has z_channels (no mean/logvar split) and attention
-        # sits on the lowest-resolution level only; refuse configs that say otherwise.
-        if self.double_z:
-            raise ValueError("AutoencoderConfig: double_z=True is not supported by the VQ-16 encoder")
         if self.attn_resolutions is not None:
             self.attn_resolutions = tuple(self.attn_resolutions)
-            if self.attn_resolutions not in ((), (self.resolution // stride,)):
-                raise ValueError(f"AutoencoderConfig: attn_resolutions {list(self.attn_resolutions)} "
-                                 f"must be [{self.resolution // stride}] (attention on the lowest level)")
+
+    def check(self, source: str = "AutoencoderConfig"):
+        """The fixed architecture: z has z_channels (no mean/logvar split), attention sits on the
+        lowest-resolution level only, and GroupNorm's 32 groups divide every level's channels."""
+        if not self.ch_mult:
+            raise ConfigError(f"{source}: ch_mult needs at least one level")
+        if self.double_z:
+            raise ConfigError(f"{source}: double_z: true is not supported by the VQ-16 encoder")
+        stride = 2 ** (len(self.ch_mult) - 1)
+        if self.attn_resolutions is not None and self.attn_resolutions not in ((), (self.resolution // stride,)):
+            raise ConfigError(f"{source}: attn_resolutions {list(self.attn_resolutions)} must be "
+                              f"[{self.resolution // stride}] (attention on the lowest level)")
+        odd = [self.ch * m for m in self.ch_mult if (self.ch * m) % GROUP_NORM_GROUPS]
+        if odd:
+            raise ConfigError(f"{source}: ch {self.ch} x ch_mult {list(self.ch_mult)} gives {odd[0]} channels, not a "
+                              f"multiple of GroupNorm's {GROUP_NORM_GROUPS} groups")
 
     @classmethod
-    def from_yaml(cls, path) -> "AutoencoderConfig":
-        """Read `model.params` of an autoencoder_config.yaml; `target` is never imported."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"autoencoder config not found: {path}")
-        with open(path) as f:
-            cfg = yaml.safe_load(f)
+    def from_yaml(cls, path, overrides: dict | None = None, overrides_source: str | None = None
+                  ) -> "AutoencoderConfig":
+        """`model.params` of an autoencoder_config.yaml (`target` is never imported), then `overrides`
+        (a generator config's `model.autoenc.params`, from `overrides_source`)."""
+        document = load_yaml(path, "autoencoder config")
         try:
-            params = dict(cfg["model"]["params"])
-        except (KeyError, TypeError):
-            raise ValueError(f"{path}: expected a 'model.params' mapping") from None
-        fields = {f.name for f in dataclasses.fields(cls)}
-        top = {"embed_dim", "n_embed", "normalize", "resolution"}
-        kwargs = {}
-        for key, value in (params.pop("ddconfig", None) or {}).items():
-            if key not in fields - {"embed_dim", "n_embed", "normalize"}:
-                raise ValueError(f"{path}: unknown key 'model.params.ddconfig.{key}'")
-            kwargs[key] = value
-        for key, value in params.items():
-            if key in cls.IGNORED_PARAMS:
-                continue
-            if key not in top:
-                raise ValueError(f"{path}: unknown key 'model.params.{key}'")
-            if key in kwargs and kwargs[key] != value:
-                raise ValueError(f"{path}: '{key}' differs between model.params and ddconfig")
-            kwargs[key] = value
-        return cls(**kwargs)
+            params = dict(document["model"]["params"])
+        except (KeyError, TypeError, ValueError):
+            raise ConfigError(f"{path}: expected a 'model.params' mapping") from None
+        ddconfig = params.pop("ddconfig", None) or {}
+        if not isinstance(ddconfig, dict):
+            raise ConfigError(f"{path}: model.params.ddconfig must be a mapping, got {ddconfig!r}")
+        top = {k: v for k, v in params.items() if k not in cls.IGNORED_PARAMS}
+        for key in ddconfig:
+            if key not in fields_of(cls) or key in DDCONFIG_EXCLUDED:
+                raise ConfigError(f"{path}: unknown key 'model.params.ddconfig.{key}'")
+        for key in top:
+            if key not in TOP_LEVEL_KEYS:
+                raise ConfigError(f"{path}: unknown key 'model.params.{key}'")
+            if key in ddconfig and ddconfig[key] != top[key]:
+                raise ConfigError(f"{path}: '{key}' differs between model.params and ddconfig")
+        overrides = {k: v for k, v in (overrides or {}).items() if k not in cls.IGNORED_PARAMS}
+        config = make(cls, Layer(ddconfig, str(path), "model.params.ddconfig."), Layer(top, str(path), "model.params."),
+                      Layer(overrides, overrides_source, "model.autoenc.params."))
+        config.check(str(path) if not overrides else f"{path} with {overrides_source}'s model.autoenc.params")
+        return config
 
 
 def swish(x):
@@ -246,6 +261,7 @@ class VQModel(nn.Module):
     def __init__(self, config: AutoencoderConfig | None = None):
         super().__init__()
         self.config = config = config or AutoencoderConfig()
+        config.check()
         self.stride = 2 ** (len(config.ch_mult) - 1)
         self.scale_sizes = None  # latent sizes of the pyramid; set by the generator
         self.register_buffer("cluster_usage_train", torch.zeros(config.n_embed))
@@ -303,13 +319,6 @@ class VQModel(nn.Module):
         return self.quantize_pyramid(imgs, scale_sizes)[1]
 
 
-def load_checkpoint_file(path, map_location="cpu"):
-    """torch.load with weights only; published checkpoints carry their argparse arguments, so
-    that one class is allowed."""
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        return torch.load(path, map_location=map_location, weights_only=True)
-
-
 def autoencoder_state_dict_from_file(path, map_location="cpu", prefix=""):
     """State dict of `{'state_dict': sd}`, `{'model': sd}` or a bare `sd` file (safe load).
 
@@ -317,9 +326,7 @@ def autoencoder_state_dict_from_file(path, map_location="cpu", prefix=""):
     with the prefix stripped.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"autoencoder checkpoint not found: {path}")
-    ckpt = load_checkpoint_file(path, map_location)
+    ckpt = load_checkpoint_file(path, map_location, "autoencoder checkpoint")
     for key in ("state_dict", "model"):
         if isinstance(ckpt, dict) and isinstance(ckpt.get(key), dict):
             ckpt = ckpt[key]

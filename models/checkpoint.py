@@ -2,21 +2,18 @@
 from pathlib import Path
 
 import torch
-import yaml
 
-from .autoencoder import (AutoencoderConfig, VQModel, autoencoder_state_dict_from_file, load_checkpoint_file,
-                          load_state_dict_strict)
+from common.checkpoints import load_checkpoint_file
+from common.yaml_files import load_yaml
+
+from .autoencoder import AutoencoderConfig, VQModel, autoencoder_state_dict_from_file, load_state_dict_strict
 from .config import GeneratorConfig
 from .generator import CheckerboardGenerator
 
 
 def read_config(path) -> tuple[dict, dict]:
     """(model section, args section) of a config file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config not found: {path}")
-    with open(path) as f:
-        data = yaml.safe_load(f)
+    data = load_yaml(path)
     if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
         raise ValueError(f"{path}: no 'model:' section")
     return data["model"], data.get("args") or {}
@@ -39,13 +36,8 @@ def build_generator(model_section: dict, config_dir, load_autoencoder_weights: b
     """A generator from a `model:` section; the autoencoder's weights come from its checkpoint
     (training from scratch) or are left for the generator checkpoint to fill (loading)."""
     cfg = GeneratorConfig.from_dict(model_section, source)
-    ae_config = AutoencoderConfig.from_yaml(resolve_path(cfg.autoenc.config_path, config_dir))
-    for key, value in cfg.autoenc.params.items():
-        if key in AutoencoderConfig.IGNORED_PARAMS:
-            continue
-        if not hasattr(ae_config, key):
-            raise ValueError(f"{source}: unknown key 'model.autoenc.params.{key}'")
-        setattr(ae_config, key, value)
+    ae_config = AutoencoderConfig.from_yaml(resolve_path(cfg.autoenc.config_path, config_dir), cfg.autoenc.params,
+                                            source)
     autoencoder = VQModel(ae_config)
     if load_autoencoder_weights:
         if not cfg.autoenc.checkpoint_path:

@@ -7,6 +7,7 @@ to the next), `block_inputs`, `hidden` (a transformer pass, writing keys and val
 sampler owns), `logits`, `embed_codes` and `decode`; `sequence` gathers between sequence and grids.
 Training runs the same functions over the whole sequence at once.
 """
+import operator
 from dataclasses import dataclass
 
 import torch
@@ -144,15 +145,20 @@ class CheckerboardGenerator(nn.Module):
         """One step count per scale from an int, a list, or None (the model's num_blocks_per_scale)."""
         if steps_per_scale is None:
             steps_per_scale = self.cfg.num_blocks_per_scale
-        if isinstance(steps_per_scale, int):
-            steps_per_scale = [steps_per_scale] * len(self.scale_sizes)
-        steps = tuple(int(p) for p in steps_per_scale)
+        given = steps_per_scale
+        if not isinstance(given, (list, tuple)):
+            steps_per_scale = [given] * len(self.scale_sizes)
+        steps = []
+        for p in steps_per_scale:
+            # int-like only: 2.5 steps is a mistake to report, not a number to round
+            if isinstance(p, bool) or not hasattr(p, "__index__") or operator.index(p) < 1:
+                raise ValueError(f"steps_per_scale must be an integer >= 1 or a list of them (one per scale), "
+                                 f"got {given!r}")
+            steps.append(operator.index(p))
         if len(steps) != len(self.scale_sizes):
             raise ValueError(f"steps_per_scale has {len(steps)} entries but the model has "
                              f"{len(self.scale_sizes)} scales {self.scale_sizes}")
-        if min(steps) < 1:
-            raise ValueError(f"steps_per_scale entries must be >= 1, got {list(steps)}")
-        return steps
+        return tuple(steps)
 
     def layout(self, steps_per_scale=None) -> Layout:
         """The block split of sampling with these steps per scale (None: the model's default)."""
@@ -302,7 +308,13 @@ class CheckerboardGenerator(nn.Module):
 
     @torch.no_grad()
     def teacher_forced_logits(self, imgs, labels=None, steps_per_scale=None):
-        """(B, N, n_embed) logits in eval mode, tokens by scale then checkerboard rank."""
+        """(B, N, n_embed) logits in eval mode of images (B, 3, img_size, img_size), tokens by scale then
+        checkerboard rank."""
+        size = self.cfg.img_size
+        if imgs.ndim != 4 or tuple(imgs.shape[1:]) != (3, size, size):
+            # another size would be encoded to another grid, of which the scales read only a corner
+            raise ValueError(f"images must be (B, 3, {size}, {size}) for this {size} px model, got "
+                             f"{tuple(imgs.shape)}")
         self.check_labels(labels)
         was_training = self.training
         self.eval()

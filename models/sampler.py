@@ -12,6 +12,8 @@ functions are compiled and, on a GPU, the whole generation (every step and the d
 as ONE CUDA graph per batch shape and options, and replayed: at batch 1 a sampler pays for kernel
 launches, not arithmetic.
 """
+import math
+import operator
 from dataclasses import dataclass
 
 import torch
@@ -197,16 +199,21 @@ class Sampler:
         for the model's default; temperature 0 is argmax; generator: a torch.Generator or one per
         sample; return_trace: also the step and entropy of every cell."""
         model = self.model
-        if cfg < 0:
-            raise ValueError(f"cfg must be >= 0, got {cfg}")
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        cfg, temperature = finite_number("cfg", cfg), finite_number("temperature", temperature)
+        cfg_start_step = whole_number("cfg_start_step", cfg_start_step)
         if cfg > 0 and not model.cfg.class_cond:
             raise ValueError(f"cfg={cfg} needs a class-conditional model; this one is unconditional (use cfg 0)")
-        if isinstance(generator, (list, tuple)) and batch_size is None and labels is None:
+        if batch_size is not None:
+            batch_size = whole_number("batch_size", batch_size, minimum=1)
+        per_sample = isinstance(generator, (list, tuple))
+        if per_sample and batch_size is None and labels is None:
             batch_size = len(generator)
         device, dtype = model.device, model.dtype
         labels, B = resolve_labels(model, labels, batch_size, generator, device)
+        if per_sample and len(generator) != B:
+            # one stream per sample: a row without its own generator would keep uninitialised noise
+            raise ValueError(f"generator: {len(generator)} generators for {B} samples (pass one per sample, or one "
+                             f"torch.Generator for the batch)")
         plan = self.plan(steps_per_scale, device)
         guided = cfg > 0
         cfg_weights = torch.tensor([cfg if guided and t >= cfg_start_step else 0.0
@@ -246,7 +253,7 @@ class GraphedGeneration:
         self.labels = None if labels is None else labels.clone()
         self.cfg_weights = cfg_weights.clone()
         self.noise = None if noise is None else noise.clone()
-        self.caches = allocate_caches(model, 2 * B if guided else B)
+        self.caches = allocate_caches(sampler.model, 2 * B if guided else B)
         args = (plan, self.caches, B, self.labels, self.cfg_weights, self.noise, guided, temperature, with_entropy)
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
@@ -268,6 +275,29 @@ class GraphedGeneration:
         return tuple(None if t is None else t.clone() for t in self.outputs)
 
 
+def finite_number(name: str, value, minimum: float = 0.0) -> float:
+    """`value` as a float, or ValueError naming it: NaN and infinity would silently mean no guidance or
+    all-zero tokens."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number) or number < minimum:
+        raise ValueError(f"{name} must be a finite number >= {minimum:g}, got {value!r}")
+    return number
+
+
+def whole_number(name: str, value, minimum: int = 0) -> int:
+    """`value` as an int (int-like only: 2.5 is refused, not rounded), or ValueError naming it."""
+    try:
+        number = operator.index(value)
+    except TypeError:
+        number = None
+    if isinstance(value, bool) or number is None or number < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return number
+
+
 def resolve_labels(model: CheckerboardGenerator, labels, batch_size, generator, device):
     """(labels or None, batch size): random classes when a conditional model gets none."""
     if model.cfg.class_cond and labels is None:
@@ -277,7 +307,11 @@ def resolve_labels(model: CheckerboardGenerator, labels, batch_size, generator, 
         labels = torch.randint(0, model.cfg.num_classes, (batch_size,), generator=g,
                                device=g.device if g is not None else "cpu")
     if labels is not None:
-        labels = torch.as_tensor(labels).to(device=device, dtype=torch.long)
+        labels = torch.as_tensor(labels)
+        if labels.ndim != 1 or labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+            raise ValueError(f"labels must be a 1-D sequence of class indices, got {labels.dtype} of shape "
+                             f"{tuple(labels.shape)}")
+        labels = labels.to(device=device, dtype=torch.long)
         model.check_labels(labels)
         return labels, labels.shape[0]
     model.check_labels(None)

@@ -88,7 +88,7 @@ def requant_run(small_vq16, few_images, tmp_path_factory):
     """A 10-step requantization; records the initial codebook and checkpoint-last at step 6."""
     out, saved = tmp_path_factory.mktemp("requant"), tmp_path_factory.mktemp("step6")
     init_codebooks = []
-    real_init, real_save = training.initial_codebook, training._Run.save_state
+    real_init, real_save = training.initial_codebook, training.AutoencoderRun.save_state
 
     def record_init(*args):
         init_codebooks.append(real_init(*args))
@@ -101,7 +101,7 @@ def requant_run(small_vq16, few_images, tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(training, "initial_codebook", record_init)
-        mp.setattr(training._Run, "save_state", save_and_copy)
+        mp.setattr(training.AutoencoderRun, "save_state", save_and_copy)
         config = requant_config(small_vq16, few_images, out, tensorboard=True)
         assert train_autoencoder(config) == out
     return config, out, init_codebooks, saved / CHECKPOINT_LAST

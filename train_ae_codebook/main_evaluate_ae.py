@@ -6,8 +6,9 @@ codebook usage / perplexity.
 """
 import json
 import sys
+from pathlib import Path
 
-from common.cli import fail
+from common.cli import EXIT_FAILED, one_line_errors
 from common.config import ArgumentParser, add_arguments, command_line, given_options, make
 from common.files import atomic_write_text
 from train_ae_codebook.evaluation import AEEvalConfig, evaluate_files
@@ -32,14 +33,24 @@ def format_table(results: dict) -> str:
 
 def main(argv=None):
     values = given_options(get_args_parser(), argv)
-    try:
+    with one_line_errors(PROG):
         config = make(AEEvalConfig, command_line(values))
+        if config.output_file:
+            check_output_file(config.output_file)
         results = evaluate_files(config)
-    except (ValueError, FileNotFoundError) as e:
-        fail(PROG, e)
     print(format_table(results))
     if config.output_file:
-        atomic_write_text(config.output_file, json.dumps(results, indent=2) + "\n")
+        with one_line_errors(PROG, EXIT_FAILED):  # a full disk: the table above is printed already
+            atomic_write_text(config.output_file, json.dumps(results, indent=2) + "\n")
+
+
+def check_output_file(path):
+    """Before the evaluation: a path whose file can be written (its folder exists, it is not a folder)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"--output_file {path} is a folder")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"--output_file {path}: folder {path.parent} not found")
 
 
 if __name__ == "__main__":

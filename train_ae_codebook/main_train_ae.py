@@ -15,13 +15,11 @@ Writes <output_dir>/autoencoder_config.yaml + checkpoint.pth; rerunning resumes 
 
 # Run as `python train_ae_codebook/main_train_ae.py`: the repository root holds `models`.
 
-import yaml
-
-from common.cli import fail
+from common.cli import EXIT_FAILED, one_line_errors
 from common.config import ArgumentParser, add_arguments, given_options
 from models.checkpoint import read_config
 from train_ae_codebook.train_config import AETrainConfig, make_config
-from train_ae_codebook.training import train_autoencoder
+from train_ae_codebook.training import AutoencoderRun
 
 PROG = "main_train_ae.py"
 
@@ -36,11 +34,15 @@ def get_args_parser() -> ArgumentParser:
 def main(argv=None):
     values = given_options(get_args_parser(), argv)
     config_path = values.pop("config")
-    try:
+    with one_line_errors(PROG):
         _, yaml_args = read_config(config_path)
-        output_dir = train_autoencoder(make_config(config_path, yaml_args, values, command_line=True))
-    except (ValueError, FileNotFoundError, yaml.YAMLError) as e:
-        fail(PROG, e)
+        config = make_config(config_path, yaml_args, values, command_line=True)
+        run = AutoencoderRun(config)  # every check: nothing is written before it passes
+        run.start()
+    # From here the inputs were fine: a failure (a full disk) is the run's, and checkpoint-last.pth keeps
+    # the last saved step.
+    with one_line_errors(PROG, EXIT_FAILED):
+        output_dir = run.train()
     print(f"wrote {output_dir / 'autoencoder_config.yaml'} and {output_dir / 'checkpoint.pth'}")
 
 

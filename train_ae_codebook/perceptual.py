@@ -1,11 +1,10 @@
 """LPIPS-style perceptual loss on VGG16 features, from weights already on disk (no download)."""
-from pathlib import Path
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.models.vgg import cfgs, make_layers
 
+from common.checkpoints import load_checkpoint_file
 from models.autoencoder import load_state_dict_strict
 
 # Indices in vgg16().features of relu1_2, relu2_2, relu3_3, relu4_3 and relu5_3 (as LPIPS).
@@ -18,10 +17,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def vgg16_features_state_dict(path) -> dict:
     """The `features.*` weights of a torchvision VGG16 file (bare, or under 'state_dict'/'model')."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"perceptual weights not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_checkpoint_file(path, what="perceptual weights")
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

@@ -42,7 +42,7 @@ class AETrainConfig:
     save_every: int = option("steps between checkpoints", 1000, ge=1)
     num_workers: int = option("data loader worker processes", 4, ge=0)
     device: str | None = option("cuda, cuda:N or cpu", None, default_text="cuda when available")
-    seed: int = option("seeds the data order, sizes and initialisation", 0)
+    seed: int = option("seeds the data order, sizes and initialisation", 0, ge=0)
     tensorboard: bool = option("write TensorBoard events to output_dir", True)
 
     def validate(self):

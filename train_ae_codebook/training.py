@@ -8,6 +8,7 @@ a step derives from (seed, step), so a resumed run repeats an uninterrupted one 
 """
 import dataclasses
 import json
+from contextlib import ExitStack
 from pathlib import Path
 
 import torch
@@ -15,12 +16,14 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from common.files import atomic_torch_save
+from common.files import atomic_torch_save, remove_temporaries, run_lock
 from common.lr_schedule import cosine_decay, set_lr
 from models.autoencoder import (LLAMAGEN_MODULES, AutoencoderConfig, VQModel, load_llamagen_weights,
                                 load_state_dict_strict)
 from common.distributed import resolve_device
-from models.checkpoint import load_checkpoint_file, read_config
+from common.checkpoints import load_checkpoint_file
+from models.checkpoint import read_config
+from common.folders import check_is_folder, folder_contents, shown
 
 from .autoencoder_files import write_autoencoder
 from .codebook import (LatentStatistics, flat_latents, initial_codebook, perplexity, reinit_dead_codes,
@@ -70,7 +73,7 @@ def _trained_state(model: VQModel, train_all: bool) -> dict:
     return state if train_all else {k: v for k, v in state.items() if not k.startswith(LLAMAGEN_MODULES)}
 
 
-class _Run:
+class AutoencoderRun:
     """One training run: model, optimiser, statistics and the output folder."""
 
     def __init__(self, config: AETrainConfig):
@@ -100,7 +103,23 @@ class _Run:
         self.scale_stats = LatentStatistics(self.sizes[-1] + 1, dim, self.device)  # row = latent size
         self.code_stats = LatentStatistics(self.ae_config.n_embed, dim, self.device)  # since the last re-init
         self.output_dir = Path(config.output_dir)
+        self.check_output_dir()
         self.start_step = 0
+        self._lock = ExitStack()
+
+    # ---- the output folder --------------------------------------------------------------
+    def check_output_dir(self):
+        """The folder of this run: new, empty, or holding this run's checkpoint-last.pth to resume. Any other
+        folder (e.g. a published autoencoder's) is refused before anything is written."""
+        folder = self.output_dir
+        check_is_folder(folder)
+        names = folder_contents(folder)
+        if names and CHECKPOINT_LAST not in names:
+            raise ValueError(f"--output_dir {folder} is not empty ({shown(names)}) and holds no {CHECKPOINT_LAST} "
+                             f"of a run to resume: a new run writes only into a new or empty folder, so that nothing "
+                             f"it did not make is overwritten; pass another --output_dir")
+        if CHECKPOINT_LAST in names:
+            self.load_state(folder / CHECKPOINT_LAST, check_only=True)
 
     # ---- checkpoint-last.pth ----------------------------------------------------------
     def save_state(self, step: int):
@@ -114,7 +133,8 @@ class _Run:
             "args": self.config.to_dict(),
         })
 
-    def load_state(self, path: Path):
+    def load_state(self, path: Path, check_only: bool = False):
+        """Restores the run saved at `path`; with `check_only`, checks that it is this run's and restores nothing."""
         state = load_checkpoint_file(path)
         if not isinstance(state, dict) or not isinstance(state.get("run"), dict):
             raise ValueError(f"{path}: not a training checkpoint of train_ae_codebook; use another output_dir")
@@ -123,6 +143,8 @@ class _Run:
             if saved.get(key) != value:
                 raise ValueError(f"{path}: the run there has {key}={saved.get(key)!r}, this one {key}={value!r}; "
                                  f"resume with the same settings or use another output_dir")
+        if check_only:
+            return
         load_state_dict_strict(self.model, {**self.model.state_dict(), **state["model"]}, str(path))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scale_stats.load_state_dict(state["scale_statistics"])
@@ -186,11 +208,37 @@ class _Run:
 
     # ---- the loop -----------------------------------------------------------------------
     def run(self) -> Path:
+        self.start()
+        return self.train()
+
+    def start(self):
+        """Takes the output folder's lock (a second run of the folder is refused), checks the folder again
+        under it, removes an interrupted run's partial files and restores its state, or writes the state at
+        step 0. `train` releases the lock."""
+        self._lock.enter_context(run_lock(self.output_dir))
+        try:
+            self.check_output_dir()
+            remove_temporaries(self.output_dir)
+            if (self.output_dir / CHECKPOINT_LAST).is_file():
+                self.load_state(self.output_dir / CHECKPOINT_LAST)
+                tqdm.write(f"resuming {self.output_dir / CHECKPOINT_LAST} at step {self.start_step}")
+            else:
+                # The run's first write says whose folder this is: stopped before its first save, the same
+                # run resumes here (at step 0, which repeats exactly) and any other is refused.
+                self.save_state(0)
+        except BaseException:
+            self._lock.close()
+            raise
+
+    def train(self) -> Path:
+        """Trains (after `start`) and writes the autoencoder; returns the output folder."""
+        try:
+            return self._train()
+        finally:
+            self._lock.close()
+
+    def _train(self) -> Path:
         cfg = self.config
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        if (self.output_dir / CHECKPOINT_LAST).is_file():
-            self.load_state(self.output_dir / CHECKPOINT_LAST)
-            tqdm.write(f"resuming {self.output_dir / CHECKPOINT_LAST} at step {self.start_step}")
         self.model.train(cfg.train_all)  # requantization: the frozen layers stay in eval mode
         loader = DataLoader(self.dataset, num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda",
                             batch_sampler=StepBatches(len(self.dataset), cfg.batch_size, cfg.seed,
@@ -251,4 +299,4 @@ class _Run:
 def train_autoencoder(config: AETrainConfig) -> Path:
     """Train as `config` says (resuming from `<output_dir>/checkpoint-last.pth` when it exists);
     writes `<output_dir>/autoencoder_config.yaml` + `checkpoint.pth` and returns output_dir."""
-    return _Run(config).run()
+    return AutoencoderRun(config).run()

@@ -14,7 +14,8 @@ import yaml
 
 from common.files import atomic_copy, atomic_torch_save, atomic_write_text
 from models.autoencoder import load_state_dict_strict
-from models.checkpoint import build_generator, checkpoint_paths, load_checkpoint_file, read_config, resolve_path
+from common.checkpoints import load_checkpoint_file
+from models.checkpoint import build_generator, checkpoint_paths, read_config, resolve_path
 
 LAST = "checkpoint-last.pth"
 # The tables with one row per position id (all scales, smallest first, then any special ids): their
@@ -27,14 +28,22 @@ def epoch_checkpoint_name(epoch: int) -> str:
     return f"checkpoint-{epoch}.pth"
 
 
+def kept_epoch(epoch: int, epochs: int, save_freq: int) -> bool:
+    """Whether checkpoint-<epoch>.pth is kept: every save_freq epochs and after the last one."""
+    return (epoch + 1) % save_freq == 0 or epoch + 1 == epochs
+
+
 def save_training_checkpoint(output_dir, state: dict, keep: bool) -> Path:
-    """Write checkpoint-last.pth; with `keep`, also checkpoint-<state['epoch']>.pth (a hard link
-    to the same bytes where the file system allows, else a copy)."""
+    """Write checkpoint-last.pth; with `keep`, checkpoint-<state['epoch']>.pth first and checkpoint-last.pth
+    as a hard link to the same bytes (a copy where the file system has no links). In that order a run
+    stopped between the two resumes from the epoch before and makes the kept file again; the other
+    order would leave that epoch's kept checkpoint never made."""
     output_dir = Path(output_dir)
-    last = atomic_torch_save(output_dir / LAST, state)
-    if keep:
-        atomic_copy(last, output_dir / epoch_checkpoint_name(state["epoch"]))
-    return last
+    last = output_dir / LAST
+    if not keep:
+        return atomic_torch_save(last, state)
+    kept = atomic_torch_save(output_dir / epoch_checkpoint_name(state["epoch"]), state)
+    return atomic_copy(kept, last)
 
 
 def training_state(model_state: dict, ema_state: dict | None, optimizer, scaler, epoch: int, args) -> dict:
@@ -43,25 +52,28 @@ def training_state(model_state: dict, ema_state: dict | None, optimizer, scaler,
             "scaler": scaler.state_dict(), "args": args}
 
 
-def load_training_checkpoint(path) -> tuple[dict, Path]:
-    """(checkpoint dict, its file) from a checkpoint file or a run folder."""
+def load_training_checkpoint(path, resume: bool = False) -> tuple[dict, Path]:
+    """(checkpoint dict, its file) from a checkpoint file or a run folder; to `resume` it must hold the
+    training state too (optimizer and epoch), not only the weights."""
     ckpt_path, _ = checkpoint_paths(path)
     ckpt = load_checkpoint_file(ckpt_path)
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
         raise ValueError(f"{ckpt_path}: not a generator checkpoint (no 'model' state dict)")
+    if resume:
+        missing = [key for key, kind in (("optimizer", dict), ("epoch", int)) if not isinstance(ckpt.get(key), kind)]
+        if missing:
+            raise ValueError(f"{ckpt_path} holds no training state ({' and '.join(missing)}): it cannot be resumed "
+                             f"(a published or exported checkpoint?); to start a new run from its weights, pass "
+                             f"--weights_init {path} instead of --resume")
     return ckpt, ckpt_path
 
 
-def portable_model_section(model_section: dict, config_dir, output_dir) -> dict:
-    """The `model:` section for an output folder: the autoencoder config copied beside it and its
-    checkpoint named by absolute path (only a fresh run reads it; checkpoints carry autoenc.* keys)."""
+def portable_model_section(model_section: dict, config_dir) -> dict:
+    """The `model:` section for an output folder: the autoencoder config named as the copy beside it
+    (`write_run_config` makes it) and its checkpoint by absolute path (only a fresh run reads it;
+    checkpoints carry autoenc.* keys)."""
     section = copy.deepcopy(model_section)
     autoenc = section["autoenc"]
-    source = resolve_path(autoenc["config_path"], config_dir).resolve()
-    target = Path(output_dir) / AUTOENC_CONFIG
-    if source != target.resolve():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(target, source.read_text())
     autoenc["config_path"] = AUTOENC_CONFIG.as_posix()
     if autoenc.get("checkpoint_path"):
         try:
@@ -71,11 +83,23 @@ def portable_model_section(model_section: dict, config_dir, output_dir) -> dict:
     return section
 
 
-def write_run_config(output_dir, model_section: dict, recipe: dict, all_args: dict):
-    """config.yaml (published `model:` + `args:` sections) and args.yaml (every option of this run)."""
+def run_config_text(model_section: dict, config_dir, recipe: dict) -> str:
+    """config.yaml of a run folder: the portable `model:` section and the run's recipe as `args:`. Two
+    runs with the same text are the same run (see training/run_folder.py)."""
+    return yaml.safe_dump({"model": portable_model_section(model_section, config_dir), "args": recipe},
+                          sort_keys=False)
+
+
+def write_run_config(output_dir, model_section: dict, config_dir, recipe: dict, all_args: dict):
+    """config.yaml (published `model:` + `args:` sections), a copy of the autoencoder config beside it,
+    and args.yaml (every option of this run)."""
     output_dir = Path(output_dir)
-    atomic_write_text(output_dir / "config.yaml", yaml.safe_dump({"model": model_section, "args": recipe},
-                                                                 sort_keys=False))
+    source = resolve_path(model_section["autoenc"]["config_path"], config_dir).resolve()
+    target = output_dir / AUTOENC_CONFIG
+    if source != target.resolve():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(target, source.read_text())
+    atomic_write_text(output_dir / "config.yaml", run_config_text(model_section, config_dir, recipe))
     atomic_write_text(output_dir / "args.yaml", yaml.safe_dump(all_args, sort_keys=False))
 
 

@@ -48,7 +48,7 @@ class TrainConfig:
     log_freq: int = option("iterations between logged (host-synchronised) training statistics", 100, ge=1)
     # ---- placement
     device: str | None = option("cuda or cpu", None, choices=DEVICES, default_text="cuda when available")
-    seed: int = option("seeds the initial weights, data order, crops, regularisers and samples", 1)
+    seed: int = option("seeds the initial weights, data order, crops, regularisers and samples", 1, ge=0)
     world_size: int = option("accepted for published configs; the process count is torchrun's WORLD_SIZE",
                              1, ge=1, aliases=("world-size",))
     local_rank: int = option("accepted for torch.distributed.launch; the GPU is torchrun's LOCAL_RANK", -1,
@@ -167,6 +167,9 @@ class TrainConfig:
             raise ConfigError(f"betas must be two values, got {self.betas}")
         if not self.cfg:
             raise ConfigError("cfg needs at least one guidance value")
+        if not self.resume and self.start_epoch >= self.epochs:
+            raise ConfigError(f"start_epoch {self.start_epoch} must be < epochs {self.epochs} (a new run would train "
+                              f"nothing)")
 
     # ---- derived values ------------------------------------------------------------------------
     def resolved_lr(self, world_size: int) -> float:

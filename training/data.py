@@ -22,6 +22,7 @@ NUM_CROPS = 10
 DATASETS = ("imagefolder", "celeba", "food101")
 NO_LABEL = -1  # the label of every image of a dataset without classes (CelebA)
 CELEBA_TRAIN = "0"  # list_eval_partition.txt: 0 train, 1 valid, 2 test
+DECODE_TRIES = 16  # images decoded before training starts, to refuse a folder of which none decodes
 
 
 def center_crop_arr(pil_image: Image.Image, image_size: int) -> Image.Image:
@@ -174,6 +175,19 @@ class TenCropImageFolder(Dataset):
 
     def __len__(self):
         return len(self.samples)
+
+    def check_decodable(self, tries: int = DECODE_TRIES):
+        """Refuses a dataset of which none of `tries` images spread over it decodes (a folder of damaged
+        or foreign files would otherwise train on nothing); stops at the first that does."""
+        tried = self.samples[::max(1, len(self.samples) // tries)][:tries]
+        for path, _ in tried:
+            try:
+                load_rgb(path)
+                return
+            except ImageError as e:
+                error = e
+        raise ValueError(f"{self.root}: none of {len(tried)} images tried across its {len(self.samples)} can be "
+                         f"decoded ({error})")
 
     def __getitem__(self, key):
         index, crop = key if isinstance(key, tuple) else (key, None)

@@ -21,10 +21,11 @@ from torch.utils.data import BatchSampler, DataLoader
 from tqdm.auto import tqdm
 
 from models.autoencoder import load_state_dict_strict
-from models.checkpoint import build_generator, read_config
+from models.checkpoint import build_generator, checkpoint_paths, read_config
 from models.generator import CheckerboardGenerator
 from common import distributed as dist_util
-from training.checkpoint import (LAST, init_weights_from, load_training_checkpoint, portable_model_section,
+from common.folders import check_is_folder
+from training.checkpoint import (LAST, init_weights_from, kept_epoch, load_training_checkpoint, run_config_text,
                                  save_training_checkpoint, training_state, write_run_config)
 from training.data import NUM_CROPS, Batch, CropSampler, TenCropImageFolder, collate_skipping, epoch_seed, image_root
 from training.ema import EMA
@@ -33,6 +34,8 @@ from common.lr_schedule import LRSchedule, set_lr
 from training.metrics_log import MetricsLog
 from training.token_cache import TokenCacheDataset, cache_spec, create_token_cache, default_cache_dir
 from training.config import TrainConfig
+from training.run_folder import (RunFolder, check_new_run_folder, check_resume_point, is_own_folder, remove_leftovers,
+                                 restore_kept_checkpoint)
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,14 @@ SKIPPED_NAMES_SHOWN = 3
 
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss (or gradient norm); nothing was saved after it."""
+
+
+class NoTrainingStepError(RuntimeError):
+    """An epoch made no optimizer step (every image of it failed to decode); nothing was saved after it."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (e.g. a full disk); the ones written before are whole."""
 
 
 # ---- one step -------------------------------------------------------------------------------------
@@ -200,6 +211,7 @@ class TrainingRun:
     loader: DataLoader
     evaluator: InlineEvaluator
     metrics: MetricsLog
+    folder: RunFolder  # process 0 holds its lock
     start_epoch: int = 0
     num_images: int = 0
     from_cache: bool = False
@@ -210,7 +222,10 @@ class TrainingRun:
         return self.rank == 0
 
     def close(self):
-        self.metrics.close()
+        try:
+            self.metrics.close()
+        finally:
+            self.folder.release()
 
 
 def _config_file(config: TrainConfig) -> Path:
@@ -220,8 +235,10 @@ def _config_file(config: TrainConfig) -> Path:
 
 
 def _check_data_path(config: TrainConfig):
-    if not Path(config.data_path).is_dir():
+    if not Path(config.data_path).exists():
         raise FileNotFoundError(f"data path not found: {config.data_path}")
+    if not Path(config.data_path).is_dir():
+        raise ValueError(f"--data_path {config.data_path} is a file, not a folder")
 
 
 def _cache_dir(config: TrainConfig, spec) -> Path:
@@ -270,27 +287,45 @@ def inline_reference(config: TrainConfig, img_size: int) -> str | None:
 
 def setup(config: TrainConfig) -> TrainingRun:
     """Everything a run needs, checked before anything is written (bad input raises ValueError or
-    FileNotFoundError naming it)."""
+    OSError naming it). Process 0 holds the run folder's lock until `TrainingRun.close`."""
     config.validate()
     rank, world, device, _ = start_processes(config.device)
     config_path = _config_file(config)
     model_section, _ = read_config(config_path)
-    ckpt = None
-    if config.resume:
-        ckpt, ckpt_path = load_training_checkpoint(config.resume)
-        if config.weights_init and rank == 0:
-            log.info("--resume takes precedence: weights_init %s is not used", config.weights_init)
-        config = replace(config, weights_init=None)
-    output_dir = config.resolved_output_dir()
-    if output_dir is None:
-        output_dir = new_run_dir(config.output_root)
-    elif ckpt is None and (output_dir / LAST).exists():
-        raise ValueError(f"{output_dir} already holds {LAST}: pass --resume {output_dir} to continue that run, "
-                         f"or another --output_dir")
+    for option_name in ("output_root", "log_dir", "samples_output_dir"):
+        if getattr(config, option_name):
+            check_is_folder(getattr(config, option_name), f"--{option_name}")
+    resume_path = checkpoint_paths(config.resume)[0] if config.resume else None
+    output_dir = config.resolved_output_dir() or new_run_dir(config.output_root)
+    own_folder = resume_path is not None and is_own_folder(output_dir, resume_path)
     lr = config.resolved_lr(world)
     if config.lr is None and rank == 0:
         log.info("lr %.3g = blr %.3g x batch_size %d x %d processes / 256", lr, config.blr, config.batch_size, world)
     config = replace(config, output_dir=str(output_dir), lr=lr)
+    config_text = run_config_text(model_section, config_path.parent, config.recipe())
+    if not own_folder:
+        check_new_run_folder(output_dir, config_text)
+    folder = RunFolder(output_dir)
+    try:
+        if own_folder and rank == 0:
+            folder.lock()  # before reading the checkpoint: another resume of this folder may be writing it
+        return _setup(config, rank, world, device, config_path, model_section, config_text, own_folder, folder)
+    except BaseException:
+        folder.release()
+        raise
+
+
+def _setup(config: TrainConfig, rank: int, world: int, device, config_path: Path, model_section: dict,
+           config_text: str, own_folder: bool, folder: RunFolder) -> TrainingRun:
+    output_dir = folder.folder
+    ckpt = None
+    if config.resume:
+        ckpt, ckpt_path = load_training_checkpoint(config.resume, resume=True)
+        if own_folder:
+            check_resume_point(output_dir, ckpt_path, ckpt["epoch"])
+        if config.weights_init and rank == 0:
+            log.info("--resume takes precedence: weights_init %s is not used", config.weights_init)
+        config = replace(config, weights_init=None)
     torch.manual_seed(config.seed)  # the initial weights
     model = build_generator(model_section, config_path.parent, source=str(config_path),
                             load_autoencoder_weights=not (config.resume or config.weights_init))
@@ -312,6 +347,7 @@ def setup(config: TrainConfig) -> TrainingRun:
         _check_data_path(config)
         kind = config.resolved_dataset()
         dataset = TenCropImageFolder(image_root(config.data_path, kind), model.cfg.img_size, num_classes, kind)
+        dataset.check_decodable()
     # Of the ten crops the first five are unmirrored (training/data.py), so five means "no mirroring".
     sampler = CropSampler(len(dataset), NUM_CROPS if config.mirrored_crops else NUM_CROPS // 2, config.seed, rank,
                           world)
@@ -337,7 +373,10 @@ def setup(config: TrainConfig) -> TrainingRun:
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     start_epoch = config.start_epoch
     if ckpt is not None:
-        optimizer.load_state_dict(ckpt["optimizer"])
+        try:
+            optimizer.load_state_dict(ckpt["optimizer"])
+        except (ValueError, KeyError) as e:
+            raise ValueError(f"{ckpt_path}: its optimizer state does not fit this run's optimizer ({e})") from None
         if ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         if ema is not None:
@@ -345,20 +384,26 @@ def setup(config: TrainConfig) -> TrainingRun:
                 ema.load_state_dict(ckpt["model_ema"], f"{ckpt_path}: model_ema")
             else:
                 log.warning("%s has no model_ema: the EMA restarts from the current weights", ckpt_path)
-        start_epoch = int(ckpt["epoch"]) + 1
+        start_epoch = ckpt["epoch"] + 1
     options = StepOptions(config.grad_accum_steps, config.clip_grad, amp_dtype, config.compile)
     module = wrap_for_training(model, device, world > 1, options.compile)
     schedule = LRSchedule.of(config)
 
     if rank == 0:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        write_run_config(output_dir, portable_model_section(model_section, config_path.parent, output_dir),
-                         config.recipe(), config.as_dict())
+        # The first write. A new folder is claimed now, and checked again under its lock: another run may
+        # have started there since the first check.
+        folder.lock()
+        if not own_folder:
+            check_new_run_folder(output_dir, config_text)
+        remove_leftovers(output_dir)
+        if ckpt is not None and own_folder and os.path.samefile(ckpt_path, output_dir / LAST):
+            restore_kept_checkpoint(output_dir, ckpt)
+        write_run_config(output_dir, model_section, config_path.parent, config.recipe(), config.as_dict())
     dist_util.barrier()
     metrics = MetricsLog(output_dir, enabled=rank == 0, tensorboard_dir=config.log_dir)
     return TrainingRun(config, output_dir, device, rank, world, model, module, optimizer, scaler, ema, schedule,
-                       options, sampler, loader, evaluator, metrics, start_epoch, len(dataset), config.use_cache,
-                       start_epoch - 1 if ckpt is not None else None)
+                       options, sampler, loader, evaluator, metrics, folder, start_epoch, len(dataset),
+                       config.use_cache, start_epoch - 1 if ckpt is not None else None)
 
 
 class RunningMeans:
@@ -393,10 +438,15 @@ def _check_finite(run: TrainingRun, values: dict, epoch: int, first: int, last: 
     if run.scaler.is_enabled():
         bad.pop("grad_norm", None)
     if bad:
-        kept = (f"{LAST} (epoch {run.last_saved_epoch}) was left as it was" if run.last_saved_epoch is not None
-                else "no checkpoint was written")
         raise NonFiniteLossError(f"non-finite {', '.join(f'{k} {v}' for k, v in bad.items())} in epoch {epoch}, "
-                                 f"iterations {first + 1}-{last + 1}: training stopped; {kept}")
+                                 f"iterations {first + 1}-{last + 1}: training stopped; {_kept(run)}")
+
+
+def _kept(run: TrainingRun) -> str:
+    """What a run stopped now leaves of its training state."""
+    if run.last_saved_epoch is None:
+        return "no checkpoint was written"
+    return f"{run.output_dir / LAST} (epoch {run.last_saved_epoch}) was left as it was"
 
 
 def train_one_epoch(run: TrainingRun, epoch: int) -> dict:
@@ -408,7 +458,7 @@ def train_one_epoch(run: TrainingRun, epoch: int) -> dict:
     n_iters = len(run.loader)
     window, totals = RunningMeans(), RunningMeans()
     window_start, window_time = 0, time.perf_counter()
-    skipped = []
+    skipped, trained = [], 0  # trained: batches with at least one decoded image
     bar = tqdm(total=n_iters, desc=f"epoch {epoch} of {config.epochs}", unit="it", dynamic_ncols=True,
                disable=not (config.progress and run.is_main))
     for it, batch in enumerate(run.loader):
@@ -423,6 +473,7 @@ def train_one_epoch(run: TrainingRun, epoch: int) -> dict:
                                run.step_options, accumulate=not last_micro)
             if last_micro and run.ema is not None:
                 run.ema.update()
+            trained += 1
             window.add(stats)
             totals.add(stats)
         bar.update(1)
@@ -440,7 +491,17 @@ def train_one_epoch(run: TrainingRun, epoch: int) -> dict:
     bar.close()
     summary = totals.reduce()
     _report_skipped(run, skipped, epoch)
+    _check_trained(run, trained, skipped, epoch)
     return summary
+
+
+def _check_trained(run: TrainingRun, trained: int, skipped: list, epoch: int):
+    """An epoch that trained on nothing (every image undecodable) is a failure, not an epoch to save."""
+    total = round(dist_util.all_reduce_mean(torch.tensor(float(trained), device=run.device)).item() * run.world_size)
+    if total == 0:
+        example = f" (e.g. {skipped[0]})" if skipped else ""
+        raise NoTrainingStepError(f"epoch {epoch} trained on nothing: every image failed to decode{example}; "
+                                  f"{_kept(run)}")
 
 
 def _report_skipped(run: TrainingRun, skipped: list, epoch: int):
@@ -456,14 +517,17 @@ def save(run: TrainingRun, epoch: int):
     """checkpoint-last.pth every save_last_freq epochs, and a kept checkpoint-<epoch>.pth every save_freq
     epochs; both after the last epoch."""
     config = run.config
-    last_epoch = epoch + 1 == config.epochs
-    keep = (epoch + 1) % config.save_freq == 0 or last_epoch
+    keep = kept_epoch(epoch, config.epochs, config.save_freq)
     if not (keep or (epoch + 1) % config.save_last_freq == 0):
         return
     if run.is_main:
         ema_state = run.ema.state_dict(run.model) if run.ema is not None else None
         state = training_state(run.model.state_dict(), ema_state, run.optimizer, run.scaler, epoch, config.namespace())
-        save_training_checkpoint(run.output_dir, state, keep)
+        try:
+            save_training_checkpoint(run.output_dir, state, keep)
+        except OSError as e:  # a full disk, a lost mount: the files written before are whole (atomic writes)
+            raise CheckpointWriteError(f"writing the epoch {epoch} checkpoint in {run.output_dir} failed "
+                                       f"({e.strerror or e}); {_kept(run)}") from None
     dist_util.barrier()
     run.last_saved_epoch = epoch
 
@@ -504,11 +568,11 @@ def fit(run: TrainingRun) -> Path:
             log.info("starting at epoch %d of %d (--start_epoch)", run.start_epoch, config.epochs)
     for epoch in range(run.start_epoch, config.epochs):
         summary = train_one_epoch(run, epoch)
-        save(run, epoch)
-        if run.is_main:
+        if run.is_main:  # before the save: a save that fails (a full disk) comes after the epoch's result
             log.info("epoch %d: loss %.4f", epoch, summary.get("loss_total", float("nan")))
             run.metrics.record({"epoch": epoch, "epoch_mean": summary})
             run.metrics.flush()
+        save(run, epoch)
         if config.eval_freq and ((epoch + 1) % config.eval_freq == 0 or epoch + 1 == config.epochs):
             evaluate(run, epoch)
     return run.output_dir

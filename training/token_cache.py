@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,8 +27,9 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from training.data import CROP_MARGIN, NUM_CROPS, TenCropImageFolder, collate_all_crops
-from common.distributed import barrier
-from common.files import atomic_write_bytes, atomic_write_text
+from common.folders import folder_contents, shown
+from common.distributed import barrier, broadcast_object
+from common.files import atomic_write_bytes, atomic_write_text, remove_temporaries, run_lock
 
 log = logging.getLogger(__name__)
 
@@ -123,37 +125,58 @@ def create_token_cache(generator, image_root, cache_dir, shard_size: int, batch_
     num_shards = math.ceil(len(dataset) / shard_size)
     plan = {"format": FORMAT, "spec": {k: spec.describe(k) for k in asdict(spec)}, "classes": dataset.classes,
             "num_images": len(dataset), "shard_size": shard_size, "num_shards": num_shards}
-    existing = read_metadata(cache_dir)
-    if existing is not None:
-        check_spec(existing, spec, cache_dir)
-        for key in ("classes", "num_images", "shard_size"):
-            if existing.get(key) != plan[key]:
-                raise ValueError(f"token cache {cache_dir} was started with a different {key} "
-                                 f"({_short(existing.get(key))} vs now {_short(plan[key])}): pass another "
-                                 f"--cache_path")
-        if existing.get("complete"):
-            log.info("token cache %s is complete (%d images)", cache_dir, existing["num_cached"])
+    if cache_dir.exists() and not cache_dir.is_dir():
+        raise ValueError(f"token cache {cache_dir} is a file, not a folder")
+    if _check_existing(cache_dir, spec, plan):
+        return cache_dir
+    dataset.check_decodable()
+    # Process 0 holds the folder while the processes write it; under the lock the cache is read again
+    # (another run may have written it meanwhile) and an interrupted run's partial shards are removed.
+    with run_lock(cache_dir) if rank == 0 else nullcontext():
+        complete = rank == 0 and _check_existing(cache_dir, spec, plan)
+        if rank == 0 and not complete:
+            remove_temporaries(cache_dir)
+            if read_metadata(cache_dir) is None:
+                atomic_write_text(cache_dir / METADATA, json.dumps({**plan, "complete": False}, indent=1))
+        if broadcast_object(complete):
             return cache_dir
-    if rank == 0:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        if existing is None:
-            atomic_write_text(cache_dir / METADATA, json.dumps({**plan, "complete": False}, indent=1))
-    barrier()
+        barrier()
 
-    pending = [k for k in range(rank, num_shards, world_size) if not (cache_dir / shard_name(k)).is_file()]
-    if rank == 0:
-        missing = sum(not (cache_dir / shard_name(k)).is_file() for k in range(num_shards))
-        log.info("token cache %s: %d of %d shards to encode (%d images, ten crops each, scales %s)",
-                 cache_dir, missing, num_shards, len(dataset), list(spec.scale_sizes))
-    total = sum(min(shard_size, len(dataset) - k * shard_size) for k in pending)
-    with tqdm(total=total, unit="img", desc="token cache", disable=not progress or rank != 0) as bar:
-        for k in pending:
-            _encode_shard(generator, dataset, k, shard_size, batch_size, num_workers, device, cache_dir, bar)
-    barrier()
-    if rank == 0:
-        _complete(cache_dir, plan)
-    barrier()
+        pending = [k for k in range(rank, num_shards, world_size) if not (cache_dir / shard_name(k)).is_file()]
+        if rank == 0:
+            missing = sum(not (cache_dir / shard_name(k)).is_file() for k in range(num_shards))
+            log.info("token cache %s: %d of %d shards to encode (%d images, ten crops each, scales %s)",
+                     cache_dir, missing, num_shards, len(dataset), list(spec.scale_sizes))
+        total = sum(min(shard_size, len(dataset) - k * shard_size) for k in pending)
+        with tqdm(total=total, unit="img", desc="token cache", disable=not progress or rank != 0) as bar:
+            for k in pending:
+                _encode_shard(generator, dataset, k, shard_size, batch_size, num_workers, device, cache_dir, bar)
+        barrier()
+        if rank == 0:
+            _complete(cache_dir, plan)
+        barrier()
     return cache_dir
+
+
+def _check_existing(cache_dir: Path, spec: CacheSpec, plan: dict) -> bool:
+    """Whether the cache at `cache_dir` is complete; refuses one made for something else."""
+    existing = read_metadata(cache_dir)
+    if existing is None:
+        others = folder_contents(cache_dir)
+        if others:
+            raise ValueError(f"--cache_path {cache_dir} holds files but no token cache ({shown(others)}): a new cache "
+                             f"is made only in a new or empty folder; pass another --cache_path")
+        return False
+    check_spec(existing, spec, cache_dir)
+    for key in ("classes", "num_images", "shard_size"):
+        if existing.get(key) != plan[key]:
+            raise ValueError(f"token cache {cache_dir} was started with a different {key} "
+                             f"({_short(existing.get(key))} vs now {_short(plan[key])}): pass another "
+                             f"--cache_path")
+    if existing.get("complete"):
+        log.info("token cache %s is complete (%d images)", cache_dir, existing["num_cached"])
+        return True
+    return False
 
 
 def _short(value):

@@ -1,0 +1,98 @@
+"""Values that used to give a silent wrong result are refused, naming the value (issue 17): the Sampler's
+arguments, teacher-forced images of another size, and training images none of which decodes."""
+from dataclasses import replace
+
+import pytest
+import torch
+
+import main
+from cli_check import Files, assert_one_line_error, run_main
+from models import load_model
+from models.sampler import Sampler
+from train_support import FAST_ARGS, tiny_config
+from training import data as training_data
+from training.config import TrainConfig
+from training.engine import NoTrainingStepError, train
+
+
+@pytest.fixture(scope="module")
+def sampler(tiny_dir):
+    return Sampler(load_model(tiny_dir))
+
+
+def generators(n):
+    return [torch.Generator().manual_seed(i) for i in range(n)]
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (dict(labels=torch.tensor([1, 2, 3]), generator=generators(1)), "1 generators for 3 samples"),
+    (dict(batch_size=2, labels=None, generator=generators(3)), "3 generators for 2 samples"),
+    (dict(cfg=float("nan")), "cfg must be a finite number >= 0, got nan"),
+    (dict(cfg=float("inf")), "cfg must be a finite number >= 0, got inf"),
+    (dict(cfg=-1.0), "cfg must be a finite number >= 0, got -1.0"),
+    (dict(temperature=float("nan")), "temperature must be a finite number >= 0, got nan"),
+    (dict(temperature=float("inf")), "temperature must be a finite number >= 0, got inf"),
+    (dict(steps_per_scale=0), "steps_per_scale must be an integer >= 1 or a list of them (one per scale), got 0"),
+    (dict(steps_per_scale=-2), "got -2"),
+    (dict(steps_per_scale=2.5), "got 2.5"),
+    (dict(steps_per_scale=[1, 2, 2.5, 4]), "got [1, 2, 2.5, 4]"),
+    (dict(steps_per_scale=[1, 2]), "steps_per_scale has 2 entries but the model has 4 scales"),
+    (dict(cfg=1.0, cfg_start_step=-1), "cfg_start_step must be an integer >= 0, got -1"),
+    (dict(cfg=1.0, cfg_start_step=1.5), "cfg_start_step must be an integer >= 0, got 1.5"),
+    (dict(labels=[1.7]), "labels must be a 1-D sequence of class indices, got torch.float32"),
+    (dict(labels=None, batch_size=0), "batch_size must be an integer >= 1, got 0"),
+])
+def test_sampler_refuses_what_it_would_get_silently_wrong(sampler, arguments, message):
+    arguments = {"labels": torch.tensor([1]), **arguments}
+    with pytest.raises(ValueError) as error:
+        sampler.generate(**arguments)
+    assert message in str(error.value), str(error.value)
+
+
+def test_one_generator_per_sample_draws_each_sample_from_its_own(sampler):
+    # the same sample whatever the batch it is drawn in: every row's noise is its generator's
+    labels = torch.tensor([3, 5, 7])
+    batch = sampler.generate(labels=labels, generator=generators(3), steps_per_scale=2).tokens[-1]
+    alone = sampler.generate(labels=labels[2:], generator=generators(3)[2:], steps_per_scale=2).tokens[-1]
+    assert torch.equal(batch[2:], alone)
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 64, 64), (1, 3, 16, 16), (1, 1, 32, 32), (3, 32, 32)])
+def test_teacher_forced_logits_refuses_images_of_another_size(sampler, shape):
+    with pytest.raises(ValueError, match=r"images must be \(B, 3, 32, 32\) for this 32 px model, got"):
+        sampler.model.teacher_forced_logits(torch.zeros(shape), torch.tensor([0]))
+    assert sampler.model.teacher_forced_logits(torch.zeros(1, 3, 32, 32), torch.tensor([0])).shape[0] == 1
+
+
+# ---- training images none of which decodes -------------------------------------------------------------
+@pytest.fixture
+def undecodable(tmp_path):
+    """<root>/train/<class>/ for ten classes of files that are no images."""
+    for c in range(10):
+        folder = tmp_path / "data" / "train" / str(c)
+        folder.mkdir(parents=True)
+        for i in range(4):
+            (folder / f"{i}.png").write_bytes(b"\x89PNG\r\n\x1a\nnot the rest of a PNG")
+    return tmp_path / "data"
+
+
+def test_a_folder_of_undecodable_images_is_refused_before_anything_is_written(undecodable, tiny_dir, tmp_path,
+                                                                                capfd):
+    config = tiny_config(tmp_path / "tiny.yaml", tiny_dir, **FAST_ARGS)
+    files = Files(tmp_path)
+    result = run_main(main.main, ["--config", config, "--data_path", undecodable, "--output_dir", tmp_path / "out"],
+                      capfd)
+    assert_one_line_error(result, "main.py", f"{undecodable / 'train'}: none of 16 images tried across its 40 can be "
+                                             f"decoded", "cannot read the image")
+    files.assert_unchanged()
+
+
+def test_an_epoch_that_trained_on_nothing_fails_and_saves_nothing(undecodable, tiny_dir, tmp_path, monkeypatch):
+    config = TrainConfig.load(tiny_config(tmp_path / "tiny.yaml", tiny_dir, **FAST_ARGS), data_path=str(undecodable),
+                              output_dir=str(tmp_path / "out"))
+    # a folder whose sampled images decode but none of the rest: past the up-front check
+    monkeypatch.setattr(training_data.TenCropImageFolder, "check_decodable", lambda self: None)
+    with pytest.raises(NoTrainingStepError, match=r"epoch 0 trained on nothing: every image failed to decode "
+                                                  r"\(e\.g\. .*\.png\); no checkpoint was written"):
+        train(replace(config, epochs=2))
+    assert not list((tmp_path / "out").glob("checkpoint-*.pth"))
