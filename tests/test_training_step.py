@@ -141,7 +141,7 @@ def replacement_inputs(model, monkeypatch, training: bool, n: int = 500):
     """(ground-truth indices, what each scale's sources read (from scale 1 on), what gt(t') reads)
     in one forward pass."""
     previous = {}
-    scale_sources, embed_codes = model.scale_sources, model.embed_codes
+    scale_sources = model.scale_sources
 
     def record_sources(prev, k, batch_size):
         previous[k] = prev
