@@ -7,6 +7,7 @@ C-ordered rows can be read in sequence from the open member.
 """
 import math
 import zipfile
+import zlib
 from contextlib import contextmanager
 from typing import Iterable, Iterator, NamedTuple
 
@@ -53,6 +54,15 @@ def _member(path, key: str):
                 raise ValueError(f"{path}: '{key}' is damaged ({e})") from None
 
 
+def array_names(path) -> list[str]:
+    """The arrays an .npz holds, without reading any."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return [name[:-len(".npy")] for name in zf.namelist() if name.endswith(".npy")]
+    except zipfile.BadZipFile:
+        raise ValueError(f"{path}: not an .npz file (or one cut short)") from None
+
+
 def array_header(path, key: str) -> ArrayHeader:
     """Shape, dtype and order of array `key`, without reading its data."""
     with _member(path, key) as (_, header):
@@ -64,8 +74,7 @@ def iter_rows(path, key: str, batch_size: int) -> Iterator[np.ndarray]:
     block in memory at a time."""
     with _member(path, key) as (f, header):
         if header.fortran_order:  # rare, and its rows are not contiguous: read it whole
-            with np.load(path) as data:
-                array = data[key]
+            array = read_array(path, key)
             yield from (array[i:i + batch_size] for i in range(0, len(array), batch_size))
             return
         row_shape = header.shape[1:]
@@ -86,6 +95,42 @@ def first_rows(path, key: str, count: int) -> np.ndarray:
         shape = array_header(path, key)
         return np.zeros((0, *shape.shape[1:]), dtype=shape.dtype)
     return first[:count]
+
+
+# What numpy raises for a file it cannot read: not a zip / .npy, cut short, a damaged member, a pickle.
+_UNREADABLE = (ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
+def read_arrays(path, keys=None) -> dict:
+    """Whole arrays of an .npz: every array, or those named in `keys`. Arrays of Python objects are
+    refused (they would be pickles); any unreadable file or array is one ValueError naming the file."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise ValueError(f"{path}: not an .npz file")
+            wanted = list(data.files if keys is None else keys)
+            missing = [key for key in wanted if key not in data.files]
+            if missing:
+                raise ValueError(f"{path}: no '{missing[0]}' array")
+            return {key: data[key] for key in wanted}
+    except _UNREADABLE as e:
+        if str(e).startswith(str(path)):
+            raise
+        raise ValueError(f"{path}: not a readable .npz file ({e})") from None
+
+
+def read_array(path, key: str) -> np.ndarray:
+    """One whole array of an .npz (see `read_arrays`)."""
+    return read_arrays(path, [key])[key]
+
+
+def read_npy(path, mmap: bool = False) -> np.ndarray:
+    """A whole .npy array (memory-mapped when `mmap`); arrays of Python objects refused, any unreadable
+    file one ValueError naming it."""
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except _UNREADABLE as e:
+        raise ValueError(f"{path}: not a readable .npy array ({e})") from None
 
 
 def write_array(zf: zipfile.ZipFile, key: str, shape: tuple, dtype, chunks: Iterable[np.ndarray]) -> None:

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common import npz
 from common.digits import digits_arrays
 from common.images import load_rgb
 from models.checkpoint import load_checkpoint_file, load_model
@@ -64,8 +65,8 @@ def classify(samples_npz: Path, val_fraction: float, seed: int) -> dict:
     classifier = LogisticRegression(max_iter=5000)
     classifier.fit(train_x.reshape(len(train_x), -1), train_y)
     real = float(classifier.score(val_x.reshape(len(val_x), -1), val_y))
-    with np.load(samples_npz) as data:
-        images, labels = data["arr_0"], data["arr_1"]
+    arrays = npz.read_arrays(samples_npz, ["arr_0", "arr_1"])
+    images, labels = arrays["arr_0"], arrays["arr_1"]
     predicted = classifier.predict(to_digit_pixels(images).reshape(len(images), -1))
     per_class = {str(c): float(np.mean(predicted[labels == c] == c)) for c in range(NUM_CLASSES)}
     return {"heldout_real_accuracy": real, "generated_accuracy": float(np.mean(predicted == labels)),
@@ -75,8 +76,8 @@ def classify(samples_npz: Path, val_fraction: float, seed: int) -> dict:
 
 def class_rows_grid(samples_npz: Path) -> np.ndarray:
     """One row per class with its first GRID_COLUMNS samples (fewer if there are fewer), enlarged GRID_ZOOM times."""
-    with np.load(samples_npz) as data:
-        images, labels = data["arr_0"], data["arr_1"]
+    arrays = npz.read_arrays(samples_npz, ["arr_0", "arr_1"])
+    images, labels = arrays["arr_0"], arrays["arr_1"]
     columns = min(GRID_COLUMNS, min(np.sum(labels == c) for c in range(NUM_CLASSES)))
     rows = [images[labels == c][:columns] for c in range(NUM_CLASSES)]
     grid = image_grid(np.concatenate(rows), ncol=columns)

@@ -56,9 +56,9 @@ def _stream_rows(path, batch_size):
 
 def _open_npz(path):
     try:
-        with np.load(path) as data:
-            saved = {k: data[k] for k in data.files if k != "arr_0" and not k.startswith("arr_")}
-            has_images = "arr_0" in data.files
+        names = npz.array_names(path)
+        saved = npz.read_arrays(path, [k for k in names if not k.startswith("arr_")])
+        has_images = "arr_0" in names
         header = npz.array_header(path, "arr_0") if has_images else None
     except READ_ERRORS as e:
         raise EvalError(f"cannot read {path}: {e}") from None
@@ -79,7 +79,7 @@ def _open_npz(path):
 
 def _load_image(path):
     try:
-        image = np.load(path) if path.suffix.lower() == ".npy" else load_rgb_array(path)
+        image = npz.read_npy(path) if path.suffix.lower() == ".npy" else load_rgb_array(path)
     except ImageError as e:
         raise EvalError(str(e)) from None
     except READ_ERRORS as e:  # e.g. a .npy of Python objects, refused without pickle

@@ -56,12 +56,11 @@ def write_shard(shard_dir, start: int, end: int, images: np.ndarray, labels: np.
 
 def read_labels(path, require_labels: bool = True) -> np.ndarray | None:
     """arr_1 of an npz, without reading its images."""
-    with np.load(path) as data:
-        if LABELS_KEY not in data.files:
-            if require_labels:
-                raise ValueError(f"{path}: no '{LABELS_KEY}' (labels) array")
-            return None
-        return data[LABELS_KEY]
+    if LABELS_KEY not in npz.array_names(path):
+        if require_labels:
+            raise ValueError(f"{path}: no '{LABELS_KEY}' (labels) array")
+        return None
+    return npz.read_array(path, LABELS_KEY)
 
 
 def images_shape(path) -> tuple:
@@ -94,8 +93,7 @@ def pack_shards(shard_dir, ranges: list[tuple[int, int]], out_path, with_labels:
 
     def shard_arrays(key):
         for p in paths:
-            with np.load(p) as data:
-                yield data[key]
+            yield npz.read_array(p, key)
 
     def write(f):
         with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:

@@ -28,3 +28,24 @@ def test_missing_array_or_file_names_the_file(tmp_path):
     (tmp_path / "y.npz").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match=r"y.npz: not an .npz file"):
         npz.array_header(tmp_path / "y.npz", "arr_0")
+
+
+def test_whole_arrays_are_read_and_pickles_refused(tmp_path):
+    np.savez(tmp_path / "x.npz", arr_0=np.arange(6).reshape(2, 3), mu=np.ones(2))
+    assert npz.array_names(tmp_path / "x.npz") == ["arr_0", "mu"]
+    arrays = npz.read_arrays(tmp_path / "x.npz")
+    assert sorted(arrays) == ["arr_0", "mu"] and np.array_equal(arrays["arr_0"], np.arange(6).reshape(2, 3))
+    assert np.array_equal(npz.read_array(tmp_path / "x.npz", "mu"), np.ones(2))
+    with pytest.raises(ValueError, match=r"x.npz: no 'sigma' array"):
+        npz.read_array(tmp_path / "x.npz", "sigma")
+    np.savez(tmp_path / "objects.npz", arr_0=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ValueError, match=r"objects.npz: not a readable .npz file \(.*allow_pickle"):
+        npz.read_arrays(tmp_path / "objects.npz")
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ValueError, match=r"objects.npy: not a readable .npy array"):
+        npz.read_npy(tmp_path / "objects.npy")
+    np.save(tmp_path / "plain.npy", np.arange(3))
+    assert np.array_equal(npz.read_npy(tmp_path / "plain.npy", mmap=True), np.arange(3))
+    (tmp_path / "short.npz").write_bytes((tmp_path / "x.npz").read_bytes()[:40])
+    with pytest.raises(ValueError, match=r"short.npz: not"):
+        npz.read_arrays(tmp_path / "short.npz")

@@ -90,8 +90,7 @@ class NpzImages(Dataset):
 
     def __getitem__(self, i):
         if self.images is None:
-            with np.load(self.path) as data:
-                self.images = data["arr_0"]
+            self.images = npz.read_array(self.path, "arr_0")
         return torch.from_numpy(np.ascontiguousarray(self.images[i])).permute(2, 0, 1)
 
 
@@ -208,7 +207,7 @@ class InlineEvaluator:
     def _fidelity(self, folder: Path, device) -> dict:
         import torch_fidelity
 
-        arrays = [np.load(self._rank_file(folder, r), mmap_mode="r") for r in range(self.world_size)]
+        arrays = [npz.read_npy(self._rank_file(folder, r), mmap=True) for r in range(self.world_size)]
         key = f"{self.reference.resolve()}:{self.reference.stat().st_mtime_ns}"
         result = torch_fidelity.calculate_metrics(
             input1=UInt8Images(arrays), input2=reference_input(self.reference), cuda=device.type == "cuda",
