@@ -48,8 +48,9 @@ def numbers_paragraph(report: dict) -> str:
 def study_paragraph(report: dict) -> str:
     run, settings, real, noise = report["run"], report["settings"], report["real_heldout"], report["noise"]
     stages = ", ".join(f"{name} {_duration(s)}" for name, s in report["seconds_per_stage"].items())
-    models = "; ".join(f"{'single scale' if m['name'] == 'single' else 'ratio ' + m['name']}: scales "
-                       f"{'-'.join(map(str, m['scale_sizes']))} ({m['tokens']} tokens)" for m in report["models"])
+    models = "; ".join(f"{'single scale' if m['name'] == 'single' else 'ratio ' + m['name']}: "
+                       f"{'scales' if len(m['scale_sizes']) > 1 else 'scale'} {'-'.join(map(str, m['scale_sizes']))} "
+                       f"({m['tokens']} tokens)" for m in report["models"])
     seeds = ", ".join(f"{v:.1f}" for v in noise["digits_fid_by_seed"].values())
     point = noise["point"]
     return (f"Measured by `{run['command']}` on {run['date']} at commit {run['commit']} ({run['machine']}; other "

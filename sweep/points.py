@@ -97,8 +97,9 @@ class Point:
         return Path(root) / POINTS_DIR / self.label / f"steps{steps}_cfg{self.cfg:g}_n{self.num_samples}"
 
     def describe(self) -> str:
-        return (f"{self.model} (ratio {self.ratio}), steps/scale {steps_column(self.steps)} ({self.total_steps} "
-                f"steps), cfg {self.cfg:g}, {self.num_samples} samples")
+        scales = "single scale" if self.ratio == "single" else f"ratio {self.ratio}"
+        return (f"{self.model} ({scales}), steps/scale {steps_column(self.steps)} ({self.total_steps} steps), cfg "
+                f"{self.cfg:g}, {self.num_samples} samples")
 
 
 def make_point(config: SweepConfig, model: SweptModel, name: str, label: str, steps, cfg: float,

@@ -32,7 +32,7 @@ import torch
 # sweep loads both, in an order its caller may choose, so dynamo comes first, here.
 import torch._dynamo  # noqa: E402, F401
 
-from common.distributed import agree, barrier, get_rank, resolve_device
+from common.distributed import agree, get_rank, resolve_device
 from common.files import run_lock
 from evaluation import evaluate_samples, load_features, metric_key, open_batch, reference_statistics
 from evaluation import sweep_results as sr
@@ -178,8 +178,6 @@ def _run_points(stage: str, config: SweepConfig, points, folder: SweepFolder, st
             fid = metric_key(config.features, "fid")
             log(f"[sweep] {n + 1}/{len(todo)} {point.describe()}: {fid} {row[fid]:.4g} ({row['seconds']:.0f} s)")
 
-        agree(evaluate)
-        barrier()
+        agree(evaluate)  # the others wait here for process 0's row
         out.evaluated.append(point)
-    del model
 
