@@ -182,10 +182,18 @@ def test_the_study_reuses_its_finished_stages(study_run):
     assert (out / "study" / "results.json").stat().st_mtime_ns == before
 
 
-def test_a_ratio_the_latent_grid_cannot_take_is_one_line_before_any_stage(demo_run, capsys):
+@pytest.mark.parametrize("extra, fragments", [
+    (["--study_models", "2,4"], ["--study_models 4:", "zero-size scale"]),  # 8 -> 2 -> 0.5: no 8x8 ratio 4
+    (["--study_models", "2,x"], ["--study_models: scale_ratio: cannot read 'x'"]),
+    (["--study_samples", "25"], ["--study_samples 25 is not a multiple of the 10 classes"]),
+    (["--study_steps", "1/2"], ["--study_models 2:", "steps_per_scale has 2 entries but the model has 4 scales"]),
+    (["--study_cfg", "1:0:0.5"], ["--study_cfg: '1:0:0.5' ends below its start"]),
+    (["--img_size", "16"], ["--study scores digits with the digits feature network, which reads 32 px"]),
+])
+def test_a_bad_study_value_is_one_line_before_any_stage(demo_run, capsys, extra, fragments):
     out, argv = demo_run
     before = _files(out)
-    assert _exit_code([*argv, *STUDY_ARGS, "--study_models", "2,4"]) == 2
+    assert _exit_code([*argv, *STUDY_ARGS, *extra]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--study_models 4:" in err and "zero-size scale" in err, err
+    assert err.count("\n") == 1 and all(f in err for f in fragments), err
     assert _files(out) == before
