@@ -3,6 +3,7 @@
     python demo.py                          # outputs/demo; a few minutes on 2 CPU cores
     python demo.py --output_dir D --force   # redo every stage
     python demo.py --force --update_readme  # and publish its numbers and grid in README.md and docs/
+    python demo.py --study                  # the scale-ratio study: Fig. 4a/5-style curves (digits_demo/study.py)
 
 Data, a small autoencoder, a small class-conditional generator (main.py's training), samples of
 every class (main_sample.py's sampling) and a report: D/report.json, D/grid.png (one row per class)
@@ -25,8 +26,9 @@ from common.cli import fail, one_line_errors  # noqa: E402
 from common.config import ArgumentParser, add_arguments, command_line, given_options, make  # noqa: E402
 from digits_demo.config import REPO, DemoConfig  # noqa: E402
 from digits_demo.pipeline import run_demo  # noqa: E402
-from digits_demo.readme import publish  # noqa: E402
+from digits_demo.readme import publish, publish_study  # noqa: E402
 from digits_demo.report import summary  # noqa: E402
+from digits_demo.study import run_study, study_summary  # noqa: E402
 
 PROG = "demo.py"
 
@@ -42,12 +44,12 @@ def main(argv=None) -> int:
         config = make(DemoConfig, command_line(given_options(get_args_parser(), argv)))
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
         try:
-            report = run_demo(config, argv)
+            report = (run_study if config.study else run_demo)(config, argv)
         except yaml.YAMLError as e:  # a config that is no YAML
             fail(PROG, e)
-        print(summary(report), flush=True)
+        print((study_summary if config.study else summary)(report), flush=True)
         if config.update_readme:
-            for path in publish(Path(config.output_dir), REPO):
+            for path in (publish_study if config.study else publish)(Path(config.output_dir), REPO):
                 print(f"wrote {path}")
     return 0
 

@@ -1,4 +1,5 @@
 """torch.distributed set-up for torchrun; every helper degrades to a single process."""
+import datetime
 import os
 
 import torch
@@ -29,18 +30,22 @@ def resolve_device(name: str | None) -> torch.device:
     return device
 
 
-def init_distributed(device: str | None = None) -> tuple[int, int, torch.device]:
-    """(rank, world_size, device). Under torchrun: NCCL on GPUs, gloo on CPU."""
+def init_distributed(device: str | None = None, timeout: datetime.timedelta | None = None
+                     ) -> tuple[int, int, torch.device]:
+    """(rank, world_size, device). Under torchrun: NCCL on GPUs, gloo on CPU. `timeout`: how long a
+    collective (a barrier) may wait, where the others wait for longer work of process 0 than
+    torch's default allows (None: torch's default)."""
     device = resolve_device(device)
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return 0, 1, device
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    kwargs = {} if timeout is None else {"timeout": timeout}
     if device.type == "cuda":
         local_rank = int(os.environ.get("LOCAL_RANK", 0))
         torch.cuda.set_device(local_rank)
-        dist.init_process_group("nccl", device_id=torch.device("cuda", local_rank))
+        dist.init_process_group("nccl", device_id=torch.device("cuda", local_rank), **kwargs)
         return rank, world, torch.device("cuda", local_rank)
-    dist.init_process_group("gloo")
+    dist.init_process_group("gloo", **kwargs)
     return rank, world, torch.device("cpu")
 
 
@@ -72,6 +77,21 @@ def broadcast_object(obj):
         dist.broadcast_object_list(holder, src=0)
         return holder[0]
     return obj
+
+
+def agree(check):
+    """`check()` on process 0, its result on every process; its ValueError or OSError is raised on
+    every process (the others would otherwise wait for process 0 at the next collective)."""
+    result, error = None, None
+    if get_rank() == 0:
+        try:
+            result = check()
+        except (ValueError, OSError) as e:
+            error = e
+    result, error = broadcast_object((result, error))
+    if error is not None:
+        raise error
+    return result
 
 
 def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:

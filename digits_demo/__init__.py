@@ -2,4 +2,6 @@
 
 config.py (DemoConfig), stages.py (the stage record: reuse, and clearing only what the demo wrote),
 pipeline.py (the stages and `run_demo`), report.py (held-out NLL, recognition, figures, summary),
-readme.py (the README's numbers from the report)."""
+study.py (`demo.py --study`: the generator at other scale ratios and a single scale, swept over
+guidance x steps per scale: the paper's Fig. 4a/5 on the digits), readme.py (the README's numbers
+from the reports)."""

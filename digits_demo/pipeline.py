@@ -51,8 +51,10 @@ def train_demo_autoencoder(config: DemoConfig, data_dir: Path, out_dir: Path) ->
     train_autoencoder(make_ae_config(config.autoencoder_config, yaml_args, overrides))
 
 
-def write_generator_config(config: DemoConfig, out_dir: Path) -> Path:
-    """The demo's generator config with its autoencoder paths resolved against the output folder."""
+def write_generator_config(config: DemoConfig, out_dir: Path, name: str = GENERATOR_CONFIG,
+                           model_overrides: dict | None = None) -> Path:
+    """The demo's generator config with its autoencoder paths resolved against the output folder (and
+    `model_overrides` applied to its model section: see `override`), as out_dir/name."""
     model_section, args_section = read_config(config.generator_config)
     autoenc = model_section.get("autoenc")
     if not isinstance(autoenc, dict) or not all(autoenc.get(k) for k in AUTOENC_PATHS):
@@ -60,9 +62,21 @@ def write_generator_config(config: DemoConfig, out_dir: Path) -> Path:
                          f"(relative to the demo's output folder)")
     for key in AUTOENC_PATHS:
         autoenc[key] = str((out_dir / autoenc[key]).resolve())
-    path = out_dir / GENERATOR_CONFIG
+    model_section = override(model_section, model_overrides)
+    path = out_dir / name
     atomic_write_text(path, yaml.safe_dump({"model": model_section, "args": args_section}, sort_keys=False))
     return path
+
+
+def override(model_section: dict, overrides: dict | None) -> dict:
+    """The section with each key of `overrides` set to its value, or removed where the value is None."""
+    section = dict(model_section)
+    for key, value in (overrides or {}).items():
+        if value is None:
+            section.pop(key, None)
+        else:
+            section[key] = value
+    return section
 
 
 def train_generator(config: DemoConfig, config_path: Path, data_dir: Path, run_dir: Path) -> None:
@@ -106,38 +120,50 @@ def provenance(argv: list[str]) -> dict:
                                                      f"Python {sys.version.split()[0]}, torch {torch.__version__}"}
 
 
-def run_demo(config: DemoConfig, argv: list[str] = ()) -> dict:
-    """Every stage (reusing finished ones); returns the report also written to <output_dir>/report.json.
+def run_in_output_dir(config: DemoConfig, argv, run_stages):
+    """`run_stages(config, output folder, provenance)` with the folder locked, after the checks.
     `argv`: the command line, for the report's provenance."""
     config.validate()
     torch.set_num_threads(config.threads)
     out = Path(config.output_dir)
     run = provenance(list(argv))  # now: the code that runs is the checkout as it is at the start
     with run_lock(out):
-        return _run_stages(config, out, run)
+        return run_stages(config, out, run)
 
 
-def _run_stages(config: DemoConfig, out: Path, run: dict) -> dict:
-    stages = Stages(out, config.force, OWN_FILES)
-    data_dir, ae_dir, run_dir, samples_dir = out / "data", out / "autoenc", out / "generator", out / "samples"
-    total_start = time.perf_counter()
+def run_demo(config: DemoConfig, argv: list[str] = ()) -> dict:
+    """Every stage (reusing finished ones); returns the report also written to <output_dir>/report.json."""
+    return run_in_output_dir(config, argv, _run_stages)
 
-    log(f"1/5 data: scikit-learn digits at {config.img_size} px -> {data_dir}")
+
+def train_stages(config: DemoConfig, stages: Stages, out: Path, count: int) -> tuple[Path, Path]:
+    """Stages 1-3 of `count` (data, autoencoder, generator), shared by the demo and the study;
+    returns the data folder and the generator's run folder."""
+    data_dir, ae_dir, run_dir = out / "data", out / "autoenc", out / "generator"
+    log(f"1/{count} data: scikit-learn digits at {config.img_size} px -> {data_dir}")
     stages.run("data", {"img_size": config.img_size, "val_fraction": config.val_fraction, "seed": config.seed},
                data_dir, lambda: str(write_digits_imagefolder(data_dir, config.img_size, config.val_fraction,
                                                               config.seed)))
-    log(f"2/5 autoencoder: train_ae_codebook --train_all -> {ae_dir}")
+    log(f"2/{count} autoencoder: train_ae_codebook --train_all -> {ae_dir}")
     stages.run("autoencoder", {"config": read_config(config.autoencoder_config), "args": config.autoencoder_args,
                                "seed": config.seed, "img_size": config.img_size},
                ae_dir, lambda: train_demo_autoencoder(config, data_dir, ae_dir))
     for name in (CHECKPOINT_NAME, CONFIG_NAME):
         if not (ae_dir / name).is_file():
             raise FileNotFoundError(f"autoencoder stage left no {ae_dir / name}: rerun with --force")
-    log(f"3/5 generator: main.py training -> {run_dir}")
+    log(f"3/{count} generator: main.py training -> {run_dir}")
     generator_config = write_generator_config(config, out)
     stages.run("generator", {"config": read_config(generator_config), "args": config.generator_args,
                              "seed": config.seed},
                run_dir, lambda: train_generator(config, generator_config, data_dir, run_dir))
+    return data_dir, run_dir
+
+
+def _run_stages(config: DemoConfig, out: Path, run: dict) -> dict:
+    stages = Stages(out, config.force, OWN_FILES)
+    ae_dir, samples_dir = out / "autoenc", out / "samples"
+    total_start = time.perf_counter()
+    data_dir, run_dir = train_stages(config, stages, out, 5)
     log(f"4/5 sampling: {config.samples_per_class} per class, cfg {config.cfg}, temperature {config.temperature} "
         f"-> {samples_dir}")
     stages.run("sampling", config.sampling_settings(), samples_dir, lambda: sample_digits(config, run_dir, samples_dir))

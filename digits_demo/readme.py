@@ -1,16 +1,28 @@
-"""The README's demo numbers, written from the demo's report and never typed: `publish` copies a
-finished run's report to docs/demo_report.json and its grid to docs/demo_grid.png, and writes the
-paragraph `numbers_paragraph(report)` into README.md between the two markers below; a test checks
-that the README's paragraph is the one docs/demo_report.json gives."""
+"""The README's demo and study numbers, written from their reports and never typed: `publish` copies a
+finished demo run's report to docs/demo_report.json and its grid to docs/demo_grid.png, and writes the
+paragraph `numbers_paragraph(report)` into README.md between the two markers below; `publish_study`
+does the same for the study (`demo.py --study`): docs/study_report.json, its results and plots in docs/,
+and `study_block(report)` between the study's markers. Tests check that the README's text is the one
+the committed reports give."""
 import json
 from pathlib import Path
 
 from common.files import atomic_write_bytes, atomic_write_text
+from evaluation import sweep_results as sr
+
+from .study import STUDY_REPORT, SWEEP_DIR, study_table
 
 BEGIN = "<!-- demo numbers: written by `python demo.py --update_readme` from docs/demo_report.json -->"
 END = "<!-- end of demo numbers -->"
 REPORT_COPY = Path("docs") / "demo_report.json"
 GRID_COPY = Path("docs") / "demo_grid.png"
+STUDY_BEGIN = ("<!-- study numbers: written by `python demo.py --study --update_readme` from "
+               "docs/study_report.json -->")
+STUDY_END = "<!-- end of study numbers -->"
+STUDY_REPORT_COPY = Path("docs") / "study_report.json"
+# The study's files in docs/: its results and plots, under names that say they are the study's
+STUDY_COPIES = {sr.RESULTS_CSV: "study_results.csv", sr.FID_VS_IS: "study_fid_vs_is.png",
+                sr.BY_STEPS_PER_SCALE: "study_by_steps_per_scale.png", sr.BY_TOTAL_STEPS: "study_by_total_steps.png"}
 
 
 def _duration(seconds: float) -> str:
@@ -33,18 +45,44 @@ def numbers_paragraph(report: dict) -> str:
             f"{nll['per_token_nats_all_scales']:.3f}.")
 
 
-def _bounds(text: str, readme: Path) -> tuple[int, int]:
-    start, end = text.find(BEGIN), text.find(END)
-    if start < 0 or end < start:
-        raise ValueError(f"{readme}: no demo numbers between '{BEGIN}' and '{END}'")
-    return start + len(BEGIN), end
+def study_paragraph(report: dict) -> str:
+    run, settings, real, noise = report["run"], report["settings"], report["real_heldout"], report["noise"]
+    stages = ", ".join(f"{name} {_duration(s)}" for name, s in report["seconds_per_stage"].items())
+    models = "; ".join(f"{'single scale' if m['name'] == 'single' else 'ratio ' + m['name']}: "
+                       f"{'scales' if len(m['scale_sizes']) > 1 else 'scale'} {'-'.join(map(str, m['scale_sizes']))} "
+                       f"({m['tokens']} tokens)" for m in report["models"])
+    seeds = ", ".join(f"{v:.1f}" for v in noise["digits_fid_by_seed"].values())
+    point = noise["point"]
+    return (f"Measured by `{run['command']}` on {run['date']} at commit {run['commit']} ({run['machine']}; other "
+            f"work running beside it): {_duration(report['seconds_this_run'])} in all ({stages}). Generators "
+            f"({report['models'][0]['epochs']} epochs each): {models}. Each point: {settings['study_samples']} "
+            f"class-balanced samples (EMA weights, temperature {settings['study_temperature']:g}, guidance from step "
+            f"{settings['study_cfg_start_step']}), guidance {' '.join(settings['study_cfg'])}, scored with the digits "
+            f"network (held-out accuracy {report['digits_network']['heldout_accuracy']:.1%}) against the "
+            f"{real['reference_images']} real training digits; the {real['num_images']} held-out real digits score "
+            f"Digits FID {real['digits_fid']:.1f}, Digits IS {real['digits_is']:.2f}. Sampling noise: the best "
+            f"point of ratio {report['models'][0]['name']} (steps/scale {point['steps_per_scale']}, cfg "
+            f"{point['cfg']:g}) drawn with seeds {', '.join(noise['digits_fid_by_seed'])} scores Digits FID "
+            f"{seeds}.")
 
 
-def readme_paragraph(readme: Path) -> str:
-    """The paragraph between the markers, as one line."""
+def study_block(report: dict) -> str:
+    """The README's study numbers: the paragraph and the best-guidance table."""
+    return f"{_wrapped(study_paragraph(report))}\n\n{study_table(report)}"
+
+
+def _bounds(text: str, readme: Path, begin: str = BEGIN, end: str = END) -> tuple[int, int]:
+    start, stop = text.find(begin), text.find(end)
+    if start < 0 or stop < start:
+        raise ValueError(f"{readme}: no numbers between '{begin}' and '{end}'")
+    return start + len(begin), stop
+
+
+def readme_paragraph(readme: Path, begin: str = BEGIN, end: str = END) -> str:
+    """The text between the markers, as one line."""
     text = readme.read_text()
-    start, end = _bounds(text, readme)
-    return " ".join(text[start:end].split())
+    start, stop = _bounds(text, readme, begin, end)
+    return " ".join(text[start:stop].split())
 
 
 def _wrapped(paragraph: str, width: int = 100) -> str:
@@ -73,4 +111,22 @@ def publish(output_dir: Path, repo: Path) -> list[Path]:
     written = [atomic_write_bytes(repo / copy, (output_dir / name).read_bytes())
                for name, copy in (("report.json", REPORT_COPY), ("grid.png", GRID_COPY))]
     atomic_write_text(readme, f"{text[:start]}\n{_wrapped(numbers_paragraph(report))}\n{text[end:]}")
+    return [*written, readme]
+
+
+def publish_study(output_dir: Path, repo: Path) -> list[Path]:
+    """A full study run's report, results and plots into docs/, and its numbers into README.md;
+    returns the files written."""
+    report_path = output_dir / STUDY_REPORT
+    report = json.loads(report_path.read_text())
+    if report["reused_stages"]:
+        raise ValueError(f"{report_path}: the stages {', '.join(report['reused_stages'])} were reused, so its "
+                         f"times are not the study's; run with --force to publish")
+    readme = repo / "README.md"
+    text = readme.read_text()
+    start, end = _bounds(text, readme, STUDY_BEGIN, STUDY_END)
+    written = [atomic_write_bytes(repo / STUDY_REPORT_COPY, report_path.read_bytes())]
+    written += [atomic_write_bytes(repo / "docs" / copy, (output_dir / SWEEP_DIR / name).read_bytes())
+                for name, copy in STUDY_COPIES.items()]
+    atomic_write_text(readme, f"{text[:start]}\n{study_block(report)}\n{text[end:]}")
     return [*written, readme]

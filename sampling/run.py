@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from common.distributed import barrier, broadcast_object, get_rank, get_world_size, resolve_device
+from common.distributed import agree, barrier, get_rank, get_world_size, resolve_device
 from common.files import atomic_write_text, run_lock
 from models import CheckerboardGenerator, load_model
 from models.sampler import Sampler
@@ -68,7 +68,7 @@ def sample(config: SampleConfig, model: CheckerboardGenerator | None = None, dev
             held.enter_context(run_lock(folder.path))
             folder.start(run_record(config, plan, device))
 
-        _agree(start)
+        agree(start)
         outputs.finished_before = all(p.exists() for p in folder.outputs(config))
         if outputs.finished_before:
             return outputs
@@ -90,20 +90,6 @@ def sample(config: SampleConfig, model: CheckerboardGenerator | None = None, dev
         figures.save_png(figures.image_grid(first), folder.grid_png)
         write_figures(model, config, plan, outputs.figures, device)
     return outputs
-
-
-def _agree(check) -> None:
-    """`check()` on process 0; its ValueError or OSError is raised on every process (the others would
-    otherwise wait for process 0 at the next barrier)."""
-    error = None
-    if get_rank() == 0:
-        try:
-            check()
-        except (ValueError, OSError) as e:
-            error = e
-    error = broadcast_object(error)
-    if error is not None:
-        raise error
 
 
 def _draw_shards(sampler: Sampler, config: SampleConfig, plan: SamplePlan, folder: RunFolder, ranges, device) -> bool:

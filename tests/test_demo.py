@@ -132,3 +132,68 @@ def test_a_stage_run_again_removes_only_what_it_wrote(demo_run, capsys):
     report = json.loads((out / "report.json").read_text())
     assert report["reused_stages"] == ["data", "autoencoder", "generator"] and report["sampling"]["cfg"] == 1.0
     assert demo.main(argv) == 0  # back to the fixture's settings for the other tests
+
+
+# ---------------------------------------------------------------- the scale-ratio study (demo.py --study)
+STUDY_ARGS = ["--study", "--study_models", "2,single", "--study_cfg", "0:1:1", "--study_steps", "1,2",
+              "--study_single_steps", "4,8", "--study_samples", "20", "--study_noise_seeds", "1"]
+
+
+@pytest.fixture(scope="module")
+def study_run(demo_run):
+    """The study in the demo's folder: the demo's data, autoencoder and (ratio 2) generator reused."""
+    out, argv = demo_run
+    assert demo.main([*argv, *STUDY_ARGS]) == 0
+    return out, [*argv, *STUDY_ARGS]
+
+
+def test_the_study_sweeps_every_generator(study_run):
+    from evaluation import sweep_results as sr
+
+    out, _ = study_run
+    report = json.loads((out / "study_report.json").read_text())
+    assert report["reused_stages"] == ["data", "autoencoder", "generator"]
+    assert [m["name"] for m in report["models"]] == ["2", "single"]
+    assert [m["scale_sizes"] for m in report["models"]] == [[1, 2, 4, 8], [8]]
+    assert [m["stage"] for m in report["models"]] == ["generator", "generator_single"]
+    rows = sr.read_rows(out / "study")
+    assert [(r["ratio"], r["steps_per_scale"], r["total_steps"], r["cfg"]) for r in rows] == [
+        (2, 1, 4, 0.0), (2, 1, 4, 1.0), (2, 2, 7, 0.0), (2, 2, 7, 1.0),
+        ("single", 4, 4, 0.0), ("single", 4, 4, 1.0), ("single", 8, 8, 0.0), ("single", 8, 8, 1.0)]
+    assert all(r["num_samples"] == 20 and r["temperature"] == 1.0 and r["cfg_start_step"] == 1 for r in rows)
+    assert all(set(r) >= {"digits_fid", "digits_is", "digits_precision"} and "fid" not in r for r in rows)
+    assert [(b["steps_per_scale"], b["runs"]) for b in report["best"]] == [(1, 2), (2, 2), (4, 2), (8, 2)]
+    best = min((r for r in rows if r["ratio"] == 2), key=lambda r: r["digits_fid"])
+    assert report["noise"]["point"]["cfg"] == best["cfg"] and list(report["noise"]["digits_fid_by_seed"]) == ["0", "1"]
+    assert report["noise"]["digits_fid_by_seed"]["0"] == best["digits_fid"]
+    assert report["real_heldout"]["num_images"] == 359 and report["real_heldout"]["reference_images"] == 1438
+    for name in report["files"].values():
+        assert (out / "study" / name.split("/")[-1]).is_file()
+    assert "Digits FID" in (out / "study" / "best_guidance.md").read_text()
+
+
+def test_the_study_reuses_its_finished_stages(study_run):
+    out, argv = study_run
+    before = (out / "study" / "results.json").stat().st_mtime_ns
+    assert demo.main(argv) == 0
+    report = json.loads((out / "study_report.json").read_text())
+    assert report["reused_stages"] == ["data", "autoencoder", "generator", "generator_single", "study_reference",
+                                       "study", "study_noise"]
+    assert (out / "study" / "results.json").stat().st_mtime_ns == before
+
+
+@pytest.mark.parametrize("extra, fragments", [
+    (["--study_models", "2,4"], ["--study_models 4:", "zero-size scale"]),  # 8 -> 2 -> 0.5: no 8x8 ratio 4
+    (["--study_models", "2,x"], ["--study_models: scale_ratio: cannot read 'x'"]),
+    (["--study_samples", "25"], ["--study_samples 25 is not a multiple of the 10 classes"]),
+    (["--study_steps", "1/2"], ["--study_models 2:", "steps_per_scale has 2 entries but the model has 4 scales"]),
+    (["--study_cfg", "1:0:0.5"], ["--study_cfg: '1:0:0.5' ends below its start"]),
+    (["--img_size", "16"], ["--study scores digits with the digits feature network, which reads 32 px"]),
+])
+def test_a_bad_study_value_is_one_line_before_any_stage(demo_run, capsys, extra, fragments):
+    out, argv = demo_run
+    before = _files(out)
+    assert _exit_code([*argv, *STUDY_ARGS, *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and all(f in err for f in fragments), err
+    assert _files(out) == before

@@ -37,6 +37,41 @@ def test_publish_writes_the_numbers_and_refuses_a_partial_run(tmp_path):
         readme.publish(out, repo)
 
 
+def test_the_readme_s_study_numbers_are_the_committed_study_report_s():
+    report = json.loads((REPO / readme.STUDY_REPORT_COPY).read_text())
+    block = readme.readme_paragraph(REPO / "README.md", readme.STUDY_BEGIN, readme.STUDY_END)
+    assert block == " ".join(readme.study_block(report).split())
+    assert not report["reused_stages"] and report["run"]["commit"] not in ("unknown", None)
+    assert report["run"]["command"].startswith("python demo.py --study")
+    for copy in readme.STUDY_COPIES.values():
+        assert (REPO / "docs" / copy).is_file() and f"docs/{copy}" in (REPO / "README.md").read_text()
+
+
+def test_publish_study_writes_the_numbers_and_refuses_a_partial_run(tmp_path):
+    repo, out = tmp_path / "repo", tmp_path / "out"
+    (repo / "docs").mkdir(parents=True)
+    (out / "study").mkdir(parents=True)
+    (repo / "README.md").write_text(f"# x\n{readme.BEGIN}\ndemo\n{readme.END}\n{readme.STUDY_BEGIN}\nold\n"
+                                    f"{readme.STUDY_END}\nrest\n")
+    report = json.loads((REPO / readme.STUDY_REPORT_COPY).read_text())
+    report["best"][0]["digits_fid"] = 1234.5
+    (out / "study_report.json").write_text(json.dumps(report))
+    for name in readme.STUDY_COPIES:
+        (out / "study" / name).write_bytes(name.encode())
+    readme.publish_study(out, repo)
+    text = (repo / "README.md").read_text()
+    assert text.startswith(f"# x\n{readme.BEGIN}\ndemo\n{readme.END}\n{readme.STUDY_BEGIN}\n")
+    assert text.endswith(f"{readme.STUDY_END}\nrest\n") and "| 1234.5 |" in text
+    assert readme.readme_paragraph(repo / "README.md", readme.STUDY_BEGIN, readme.STUDY_END) == " ".join(
+        readme.study_block(report).split())
+    for name, copy in readme.STUDY_COPIES.items():
+        assert (repo / "docs" / copy).read_bytes() == name.encode()
+    report["reused_stages"] = ["generator"]
+    (out / "study_report.json").write_text(json.dumps(report))
+    with pytest.raises(ValueError, match="the stages generator were reused"):
+        readme.publish_study(out, repo)
+
+
 def test_the_python_api_snippet_runs_as_written(tiny_dir, monkeypatch):
     text = (REPO / "README.md").read_text()
     snippet = re.search(r"## Python API\n\n```python\n(.*?)```", text, re.S).group(1)
@@ -68,17 +103,20 @@ def _commands(script: str) -> list[list[str]]:
     return found
 
 
-@pytest.mark.parametrize("script", ["main_sample.py", "demo.py"])
+@pytest.mark.parametrize("script", ["main_sample.py", "demo.py", "main_sweep.py"])
 def test_the_readme_s_commands_parse(script):
-    """Every option of the README's sampling and demo commands exists and takes the value given."""
+    """Every option of the README's sampling, demo and sweep commands exists and takes the value given."""
     import demo
     import main_sample
+    import main_sweep
     from common.config import command_line, given_options, make
     from digits_demo.config import DemoConfig
     from sampling.config import SampleConfig
+    from sweep.config import SweepConfig
 
     parser, cls = {"main_sample.py": (main_sample.get_args_parser, SampleConfig),
-                   "demo.py": (demo.get_args_parser, DemoConfig)}[script]
+                   "demo.py": (demo.get_args_parser, DemoConfig),
+                   "main_sweep.py": (main_sweep.get_args_parser, SweepConfig)}[script]
     commands = _commands(script)
     assert len(commands) >= 2
     for argv in commands:
