@@ -45,3 +45,12 @@ def test_no_module_imports_a_script(path):
 def test_library_code_leaves_sys_argv_and_sys_path_alone(path):
     text = path.read_text()
     assert "sys.argv" not in text and "sys.path" not in text
+
+
+def test_every_library_package_is_installed():
+    """pyproject.toml lists the packages `pip install -e .` makes importable from anywhere; a package
+    left off works in a checkout and fails for an installed copy."""
+    import tomllib
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    on_disk = {p.parent.name for p in REPO.glob("*/__init__.py") if p.parent.name != "tests"}
+    assert listed == on_disk
