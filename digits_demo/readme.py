@@ -96,14 +96,19 @@ def _wrapped(paragraph: str, width: int = 100) -> str:
     return "\n".join([*lines, line])
 
 
-def publish(output_dir: Path, repo: Path) -> list[Path]:
-    """A full run's report.json and grid.png into docs/, and its numbers into README.md; returns the
-    files written."""
-    report_path = output_dir / "report.json"
+def _full_run_report(report_path: Path, what: str) -> dict:
+    """The report of a run that made every stage itself: a reused stage's time is not this run's."""
     report = json.loads(report_path.read_text())
     if report["reused_stages"]:
         raise ValueError(f"{report_path}: the stages {', '.join(report['reused_stages'])} were reused, so its "
-                         f"times are not the pipeline's; run with --force to publish")
+                         f"times are not the {what}'s; run with --force to publish")
+    return report
+
+
+def publish(output_dir: Path, repo: Path) -> list[Path]:
+    """A full run's report.json and grid.png into docs/, and its numbers into README.md; returns the
+    files written."""
+    report = _full_run_report(output_dir / "report.json", "pipeline")
     readme = repo / "README.md"
     text = readme.read_text()
     start, end = _bounds(text, readme)
@@ -118,10 +123,7 @@ def publish_study(output_dir: Path, repo: Path) -> list[Path]:
     """A full study run's report, results and plots into docs/, and its numbers into README.md;
     returns the files written."""
     report_path = output_dir / STUDY_REPORT
-    report = json.loads(report_path.read_text())
-    if report["reused_stages"]:
-        raise ValueError(f"{report_path}: the stages {', '.join(report['reused_stages'])} were reused, so its "
-                         f"times are not the study's; run with --force to publish")
+    report = _full_run_report(report_path, "study")
     readme = repo / "README.md"
     text = readme.read_text()
     start, end = _bounds(text, readme, STUDY_BEGIN, STUDY_END)

@@ -22,7 +22,7 @@ from common.config import given_options
 from train_ae_codebook import main_train_ae
 from train_ae_codebook.train_config import make_config
 from train_ae_codebook.training import AutoencoderRun
-from train_support import FAST_ARGS, digits_subset, tiny_config
+from train_support import cached_tiny_config, digits_subset
 from training import checkpoint as training_checkpoint
 from training.config import TrainConfig
 from training.engine import create_cache, setup, train
@@ -32,11 +32,7 @@ from training.engine import create_cache, setup, train
 def config(tmp_path_factory, tiny_dir) -> TrainConfig:
     """The tiny model on 40 digits from their token cache: 5 iterations of 8 per epoch."""
     data = digits_subset(tmp_path_factory, per_class=4)
-    folder = tmp_path_factory.mktemp("config")
-    path = tiny_config(folder / "tiny.yaml", tiny_dir, **FAST_ARGS)
-    config = TrainConfig.load(path, data_path=str(data), cache_path=str(folder / "cache"), use_cache=True)
-    create_cache(config)
-    return config
+    return cached_tiny_config(tmp_path_factory.mktemp("config"), tiny_dir, data)
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,11 @@ import torch
 
 from models import load_model
 from models.checkpoint import load_checkpoint_file
-from train_support import FAST_ARGS, REPO, digits_subset, tiny_config
+from train_support import FAST_ARGS, REPO, cached_tiny_config, digits_subset, tiny_config
 from training.metrics_log import read_metrics
 from training.config import TrainConfig
 from training import engine
-from training.engine import (GeneratorLoss, NonFiniteLossError, StepOptions, batch_tokens, create_cache, setup,
+from training.engine import (GeneratorLoss, NonFiniteLossError, StepOptions, batch_tokens, setup,
                                train, train_step)
 
 
@@ -35,11 +35,7 @@ def data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def config(tmp_path_factory, tiny_dir, data) -> TrainConfig:
     """Trains from the token cache of 40 digits: 5 iterations of 8 per epoch."""
-    folder = tmp_path_factory.mktemp("run")
-    path = tiny_config(folder / "tiny.yaml", tiny_dir, **FAST_ARGS)
-    config = TrainConfig.load(path, data_path=str(data), cache_path=str(folder / "cache"), use_cache=True)
-    create_cache(config)
-    return config
+    return cached_tiny_config(tmp_path_factory.mktemp("run"), tiny_dir, data)
 
 
 @pytest.fixture(scope="module")

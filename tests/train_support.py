@@ -5,6 +5,8 @@ from pathlib import Path
 import yaml
 
 from common.digits import write_digits_imagefolder
+from training.config import TrainConfig
+from training.engine import create_cache
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CPU_CONFIG = REPO / "configs" / "config_tiny_cpu.yaml"
@@ -37,3 +39,11 @@ def tiny_config(path: Path, tiny_dir: Path, **args) -> Path:
 
 FAST_ARGS = dict(device="cpu", num_workers=0, progress=False, log_freq=1, eval_freq=0, warmup_epochs=0.0,
                  batch_size=8, lr=0.003, lr_schedule="constant", ema_rate=0.9, save_freq=1, epochs=1)
+
+
+def cached_tiny_config(folder: Path, tiny_dir: Path, data: Path) -> TrainConfig:
+    """The tiny config with FAST_ARGS training on `data` from its token cache, made under `folder`."""
+    path = tiny_config(folder / "tiny.yaml", tiny_dir, **FAST_ARGS)
+    config = TrainConfig.load(path, data_path=str(data), cache_path=str(folder / "cache"), use_cache=True)
+    create_cache(config)
+    return config
