@@ -19,7 +19,6 @@ def model_section(name: str) -> dict:
     pointing at the committed copy of the published autoencoder config."""
     if name == "tiny":
         section = dict(TINY_MODEL_SECTION)
-        section["autoenc"] = {}
     else:
         section, _ = read_config(REPO / "configs" / f"config_256_{name}.yaml")
     section["autoenc"] = {"config_path": str(PUBLISHED_AUTOENCODER_CONFIG)}

@@ -98,7 +98,7 @@ def swish(x):
 
 
 def Normalize(channels):
-    return nn.GroupNorm(num_groups=32, num_channels=channels, eps=1e-6, affine=True)
+    return nn.GroupNorm(num_groups=GROUP_NORM_GROUPS, num_channels=channels, eps=1e-6, affine=True)
 
 
 class ResnetBlock(nn.Module):

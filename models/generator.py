@@ -171,26 +171,26 @@ class CheckerboardGenerator(nn.Module):
         return self.sequence.training_layout(self.cfg.random_block_size)
 
     # ---- inputs --------------------------------------------------------------------------
-    def check_labels(self, labels):
-        if not self.cfg.class_cond:
-            if labels is not None:
-                raise ValueError("this model is unconditional: pass labels=None")
-            return
-        if labels is None:
+    def _check_labels_present(self, labels):
+        """Labels exactly for a class-conditional model; no host sync, so `condition` checks it too."""
+        if not self.cfg.class_cond and labels is not None:
+            raise ValueError("this model is unconditional: pass labels=None")
+        if self.cfg.class_cond and labels is None:
             raise ValueError("this model is class-conditional: labels are required")
-        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.cfg.num_classes):
+
+    def check_labels(self, labels):
+        self._check_labels_present(labels)
+        if labels is not None and labels.numel() and (int(labels.min()) < 0
+                                                      or int(labels.max()) >= self.cfg.num_classes):
             raise ValueError(f"labels must be in 0..{self.cfg.num_classes - 1}, got "
                              f"{sorted(set(labels.tolist()))[:5]}...")
 
     def condition(self, labels) -> Conditioning | None:
         """The class conditioning of rows with these labels (B,) (num_classes = "no class"), None
         for an unconditional model."""
-        if not self.cfg.class_cond:
-            if labels is not None:
-                raise ValueError("this model is unconditional: pass labels=None")
-            return None
+        self._check_labels_present(labels)
         if labels is None:
-            raise ValueError("this model is class-conditional: labels are required")
+            return None
         embedding = self.class_embeddings(labels)  # (B, C)
         return Conditioning(embedding, self.llama.modulations(embedding))
 

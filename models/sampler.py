@@ -133,12 +133,13 @@ class Sampler:
         self.step_fn = _compiled(block_step) if compile else block_step
         self.sources_fn = _compiled(scale_sources) if compile else scale_sources
         self.decode_fn = _compiled(decode_tokens) if compile else decode_tokens
-        self.plans = {}  # per steps setting and device: a handful, chosen by the caller
+        self.plans = {}  # per steps setting and model device: a handful, chosen by the caller
         self.caches = None
         self.graphs = {}  # CUDA graphs per batch shape and options
 
-    def plan(self, steps_per_scale, device) -> Plan:
-        steps = self.model.steps_per_scale_list(steps_per_scale)
+    def plan(self, steps_per_scale) -> Plan:
+        """The blocks of a steps setting, on the model's device (where its layout is built)."""
+        steps, device = self.model.steps_per_scale_list(steps_per_scale), self.model.device
         key = (steps, str(device))
         if key not in self.plans:
             bounds, scale_of, start = [], [], 0
@@ -214,7 +215,7 @@ class Sampler:
             # one stream per sample: a row without its own generator would keep uninitialised noise
             raise ValueError(f"generator: {len(generator)} generators for {B} samples (pass one per sample, or one "
                              f"torch.Generator for the batch)")
-        plan = self.plan(steps_per_scale, device)
+        plan = self.plan(steps_per_scale)
         guided = cfg > 0
         cfg_weights = torch.tensor([cfg if guided and t >= cfg_start_step else 0.0
                                     for t in range(len(plan.block_bounds))]).to(device)

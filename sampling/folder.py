@@ -60,7 +60,7 @@ class RunFolder:
             if folder.is_dir():
                 remove_temporaries(folder)
         if self.record_path.is_file():
-            written = json.loads(self.record_path.read_text())
+            written = self.read_record()
             for key in sorted(set(record) | set(written)):
                 if written.get(key) != record.get(key):
                     raise ValueError(f"{self.record_path}: this folder's samples were drawn with "
@@ -73,6 +73,15 @@ class RunFolder:
             raise ValueError(f"{foreign[0]} is there but no {RECORD_NAME}: it is not a sampling run's; use another "
                              f"--output_dir")
         atomic_write_text(self.record_path, json.dumps(record, indent=1, sort_keys=True))
+
+    def read_record(self) -> dict:
+        try:
+            record = json.loads(self.record_path.read_text())
+        except ValueError as e:  # not UTF-8, or not JSON
+            raise ValueError(f"{self.record_path} is not valid JSON ({e})") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{self.record_path} is not a sampling run's record (a JSON object of its settings)")
+        return record
 
     def remove_shards(self, ranges) -> None:
         """The packed shards, then their folder if nothing else is in it."""

@@ -175,6 +175,17 @@ def _unconditional(tiny_dir):
     return build_generator(section, tiny_dir, load_autoencoder_weights=True).eval()
 
 
+def test_labels_exactly_for_a_class_conditional_model(tiny, tiny_dir):
+    def zeros(model):
+        return [torch.zeros(1, s, s, dtype=torch.long) for s in model.scale_sizes]
+
+    with pytest.raises(ValueError, match="class-conditional: labels are required"):
+        tiny(zeros(tiny), None)
+    unconditional = _unconditional(tiny_dir)
+    with pytest.raises(ValueError, match="unconditional: pass labels=None"):
+        unconditional(zeros(unconditional), torch.tensor([0]))
+
+
 def test_unconditional_model_and_cfg_error(tiny_dir):
     model = _unconditional(tiny_dir)
     assert model.scale_sizes == [1, 3, 8]

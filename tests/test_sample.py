@@ -286,6 +286,16 @@ def test_a_folder_with_files_of_no_sampling_run_is_refused(tiny_dir, tmp_path, c
     assert _snapshot(tmp_path) == before
 
 
+@pytest.mark.parametrize("record", [b"{\"cfg\": 1.5", b"[1.5]", b"\xff\xfe"])
+def test_a_damaged_sampling_json_is_one_clear_line(tiny_dir, tmp_path, capsys, record):
+    (tmp_path / "sampling.json").write_bytes(record)
+    before = _snapshot(tmp_path)
+    rc, _, err = run_main(["--checkpoint", tiny_dir, "--output_dir", tmp_path, *FID_ARGS], capsys)
+    assert rc == 2 and err.count("\n") == 1, err
+    assert str(tmp_path / "sampling.json") in err
+    assert _snapshot(tmp_path) == before
+
+
 def test_a_folder_another_process_writes_is_refused(tiny_dir, tmp_path, capsys):
     from common.files import run_lock
 
