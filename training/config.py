@@ -9,7 +9,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.config import ConfigError, Layer, add_arguments, make, option, yaml_section
+from common.config import ConfigError, Layer, make, option, yaml_section
 from common.lr_schedule import SCHEDULES
 from models.checkpoint import checkpoint_paths, read_config
 from training.data import DATASETS, dataset_for_path
@@ -200,8 +200,3 @@ class TrainConfig:
         if self.resume:
             return checkpoint_paths(self.resume)[0].parent
         return None
-
-
-def add_config_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """One `--key` per TrainConfig field; only options given on the command line appear in the result."""
-    return add_arguments(parser, TrainConfig)
