@@ -13,9 +13,9 @@ with their defaults) and the command line wins; an unknown key is an error. Othe
 import logging
 
 from common.cli import EXIT_BAD_INPUT, EXIT_FAILED, fail, one_line_errors
-from common.config import ArgumentParser, given_options
+from common.config import ArgumentParser, add_arguments, given_options
 from common.distributed import cleanup, get_rank
-from training.config import TrainConfig, add_config_arguments
+from training.config import TrainConfig
 from training.engine import (NoTrainingStepError, NonFiniteLossError, create_cache, fit, setup, start_processes,
                              train)
 
@@ -28,7 +28,7 @@ PROG = "main.py"
 
 def get_args_parser() -> ArgumentParser:
     parser = ArgumentParser(PROG, description="Train a progressive checkerboard generator.")
-    return add_config_arguments(parser)
+    return add_arguments(parser, TrainConfig)
 
 
 def parse_config(argv=None, parser=None) -> TrainConfig:

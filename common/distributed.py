@@ -61,10 +61,6 @@ def get_world_size() -> int:
     return dist.get_world_size() if is_distributed() else 1
 
 
-def is_main_process() -> bool:
-    return get_rank() == 0
-
-
 def barrier():
     if is_distributed():
         dist.barrier()

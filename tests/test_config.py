@@ -10,6 +10,7 @@ import main_sample
 from common.config import (ArgumentParser, ConfigError, Layer, add_arguments, command_line, given_options, make,
                            option, yaml_section)
 from train_ae_codebook import main_evaluate_ae, main_train_ae
+from train_ae_codebook.train_config import AETrainConfig
 
 
 @dataclass
@@ -70,6 +71,16 @@ def test_command_line_lists_bools_aliases_and_none():
 def test_every_bad_value_is_one_line_naming_it(layer, message):
     with pytest.raises(ConfigError) as error:
         make(Toy, layer)
+    assert str(error.value) == message
+
+
+@pytest.mark.parametrize("epochs, message", [(float("inf"), "epochs must be a number, got inf"),
+                                            (float("nan"), "epochs must be a number, got nan"),
+                                            (0.0, "epochs must be > 0, got 0.0")])
+def test_a_config_made_in_python_is_checked_as_make_checks_it(epochs, message):
+    config = AETrainConfig(config_path="c.yaml", data_path="d", output_dir="o", train_all=True, epochs=epochs)
+    with pytest.raises(ConfigError) as error:
+        config.validate()
     assert str(error.value) == message
 
 

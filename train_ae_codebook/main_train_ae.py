@@ -12,9 +12,6 @@ Options left out take their value from the config's `args:` section, then from A
 Writes <output_dir>/autoencoder_config.yaml + checkpoint.pth; rerunning resumes from
 <output_dir>/checkpoint-last.pth.
 """
-
-# Run as `python train_ae_codebook/main_train_ae.py`: the repository root holds `models`.
-
 from common.cli import EXIT_FAILED, one_line_errors
 from common.config import ArgumentParser, add_arguments, given_options
 from models.checkpoint import read_config

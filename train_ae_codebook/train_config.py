@@ -47,9 +47,7 @@ class AETrainConfig:
 
     def validate(self):
         """Every value's bounds (also for configs made in Python), then the combinations."""
-        recheck(self)
-        if not math.isfinite(self.epochs):
-            raise ConfigError(f"epochs must be a positive number, got {self.epochs!r}")
+        recheck(self)  # also refuses a nan or infinite number
         if not self.train_all and self.init_checkpoint is None:
             raise ConfigError("init_checkpoint is required to requantize (or set train_all)")
         if not self.train_all and self.perceptual_weights is not None:

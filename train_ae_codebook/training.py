@@ -24,6 +24,7 @@ from common.distributed import resolve_device
 from common.checkpoints import load_checkpoint_file
 from models.checkpoint import read_config
 from common.folders import check_is_folder, folder_contents, shown
+from common.tensorboard_writer import summary_writer
 
 from .autoencoder_files import write_autoencoder
 from .codebook import (LatentStatistics, flat_latents, initial_codebook, perplexity, reinit_dead_codes,
@@ -245,8 +246,7 @@ class AutoencoderRun:
                                                       self.start_step, self.total_steps))
         writer = None
         if cfg.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter  # imports TensorFlow when installed: slow
-            writer = SummaryWriter(str(self.output_dir))
+            writer = summary_writer(self.output_dir)
         quantized = bool(self.model.quantize.initialized)
         sums, counts = {}, {}
         usage_at_log = self.model.cluster_usage_train.clone()

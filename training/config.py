@@ -9,11 +9,11 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.config import ConfigError, Layer, add_arguments, make, option, yaml_section
+from common.config import ConfigError, Layer, make, option, yaml_section
+from common.lr_schedule import SCHEDULES
 from models.checkpoint import checkpoint_paths, read_config
 from training.data import DATASETS, dataset_for_path
 
-LR_SCHEDULES = ("constant", "step", "cosine")
 OPTIMIZERS = ("adamw", "adam")
 PRECISIONS = ("bf16", "fp16", "fp32")
 DEVICES = ("cuda", "cpu")
@@ -83,7 +83,7 @@ class TrainConfig:
                               default_text="blr x batch_size x processes / 256")
     blr: float = option("base learning rate, used when lr is not given: lr = blr x batch_size x processes / "
                         "256 (gradient accumulation does not enter, as in the published code)", 2e-4, ge=0)
-    lr_schedule: str = option("applied per iteration after the warm-up", "constant", choices=LR_SCHEDULES)
+    lr_schedule: str = option("applied per iteration after the warm-up", "constant", choices=SCHEDULES)
     lr_step_epochs: list[int] = option("epochs at which the step schedule multiplies the rate by lr_step_factor",
                                        [], ge=0, aliases=("lr_steps",))
     lr_step_factor: float = option("factor of each step of the step schedule", 0.1, gt=0, aliases=("lr_gamma",))
@@ -200,8 +200,3 @@ class TrainConfig:
         if self.resume:
             return checkpoint_paths(self.resume)[0].parent
         return None
-
-
-def add_config_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """One `--key` per TrainConfig field; only options given on the command line appear in the result."""
-    return add_arguments(parser, TrainConfig)

@@ -213,8 +213,6 @@ class TrainingRun:
     metrics: MetricsLog
     folder: RunFolder  # process 0 holds its lock
     start_epoch: int = 0
-    num_images: int = 0
-    from_cache: bool = False
     last_saved_epoch: int | None = None
 
     @property
@@ -402,8 +400,8 @@ def _setup(config: TrainConfig, rank: int, world: int, device, config_path: Path
     dist_util.barrier()
     metrics = MetricsLog(output_dir, enabled=rank == 0, tensorboard_dir=config.log_dir)
     return TrainingRun(config, output_dir, device, rank, world, model, module, optimizer, scaler, ema, schedule,
-                       options, sampler, loader, evaluator, metrics, folder, start_epoch, len(dataset),
-                       config.use_cache, start_epoch - 1 if ckpt is not None else None)
+                       options, sampler, loader, evaluator, metrics, folder, start_epoch,
+                       start_epoch - 1 if ckpt is not None else None)
 
 
 class RunningMeans:
@@ -556,10 +554,11 @@ def fit(run: TrainingRun) -> Path:
     config = run.config
     n_iters = len(run.loader)
     if run.is_main:
-        source = "token cache (ten crops cached per image)" if run.from_cache else "images (ten-crop augmentation)"
+        source = "token cache (ten crops cached per image)" if config.use_cache else "images (ten-crop augmentation)"
         log.info("an epoch is one pass over the %d images, one random crop of each, not ten passes: %d iterations "
-                 "of %d x %d processes from the %s; effective batch %d", run.num_images, n_iters, config.batch_size,
-                 run.world_size, source, config.batch_size * config.grad_accum_steps * run.world_size)
+                 "of %d x %d processes from the %s; effective batch %d", len(run.loader.dataset), n_iters,
+                 config.batch_size, run.world_size, source,
+                 config.batch_size * config.grad_accum_steps * run.world_size)
         if run.start_epoch >= config.epochs:
             log.info("nothing to do: epochs %d already done (raise --epochs to continue)", run.start_epoch)
         elif run.last_saved_epoch is not None:

@@ -1,23 +1,12 @@
 """Training records of process 0: TensorBoard scalars and images, plus metrics.jsonl for scripts."""
 import json
-import sys
-import types
 from pathlib import Path
 
 import torch
 
+from common.tensorboard_writer import summary_writer
+
 METRICS_FILE = "metrics.jsonl"
-
-
-def _summary_writer_class():
-    # tensorboard imports TensorFlow when it is installed (evaluator.py needs tensorflow-cpu): seconds
-    # of start-up and log noise for nothing, as its bundled stub writes event files just as well.
-    # The `notf` marker module is tensorboard's own switch for the stub.
-    if "tensorflow" not in sys.modules:
-        sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
-    from torch.utils.tensorboard import SummaryWriter
-
-    return SummaryWriter
 
 
 class MetricsLog:
@@ -27,7 +16,7 @@ class MetricsLog:
         self.enabled = enabled
         self.path = Path(output_dir) / METRICS_FILE
         tensorboard_dir = tensorboard_dir or Path(output_dir) / "tensorboard"
-        self.writer = _summary_writer_class()(log_dir=str(tensorboard_dir)) if enabled else None
+        self.writer = summary_writer(tensorboard_dir) if enabled else None
 
     def scalars(self, values: dict, step: int, prefix: str = "train"):
         if not self.enabled:
