@@ -24,9 +24,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from common import npz
 from common.files import atomic_write_text
 from evaluation import evaluate_samples, metric_key, reference_statistics
 from evaluation import sweep_results as sr
@@ -215,8 +215,7 @@ def _best_row(rows, features: str) -> dict:
 
 
 def _count(npz_path: Path) -> int:
-    with np.load(npz_path) as data:
-        return len(data["arr_1"])
+    return npz.array_header(npz_path, "arr_1").shape[0]
 
 
 def _noise(first: dict, noise_dir: Path, config: DemoConfig) -> dict:
