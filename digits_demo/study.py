@@ -236,7 +236,7 @@ def _model_entry(out: Path, model: StudyModel) -> dict:
             "tokens": sum(s * s for s in scales), "epochs": int(load_checkpoint_file(run_dir / LAST)["epoch"]) + 1}
 
 
-def _label(name) -> str:
+def generator_label(name) -> str:
     return "single scale" if name == SINGLE_SCALE else f"ratio {name}"
 
 
@@ -249,8 +249,8 @@ def study_table(report: dict) -> str:
              "(min-max) | Digits precision | Digits recall |", "|---|---|---|---|---|---|---|---|---|"]
     for row in report["best"]:
         name = names.get(row["checkpoint"], row["checkpoint"])
-        lines.append(f"| {_label(name)} | {row['steps_per_scale']} | {row['total_steps']} | {row['best_cfg']:g} | "
-                     f"{row[fid]:.1f} | {row[is_]:.2f} | {row[is_ + '_near_best_mean']:.2f} "
+        lines.append(f"| {generator_label(name)} | {row['steps_per_scale']} | {row['total_steps']} | "
+                     f"{row['best_cfg']:g} | {row[fid]:.1f} | {row[is_]:.2f} | {row[is_ + '_near_best_mean']:.2f} "
                      f"({row[is_ + '_near_best_min']:.2f}-{row[is_ + '_near_best_max']:.2f}) | {row[precision]:.3f} | "
                      f"{row[recall]:.3f} |")
     return "\n".join(lines)
