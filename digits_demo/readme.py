@@ -10,7 +10,7 @@ from pathlib import Path
 from common.files import atomic_write_bytes, atomic_write_text
 from evaluation import sweep_results as sr
 
-from .study import STUDY_REPORT, SWEEP_DIR, study_table
+from .study import STUDY_REPORT, SWEEP_DIR, generator_label, study_table
 
 BEGIN = "<!-- demo numbers: written by `python demo.py --update_readme` from docs/demo_report.json -->"
 END = "<!-- end of demo numbers -->"
@@ -48,7 +48,7 @@ def numbers_paragraph(report: dict) -> str:
 def study_paragraph(report: dict) -> str:
     run, settings, real, noise = report["run"], report["settings"], report["real_heldout"], report["noise"]
     stages = ", ".join(f"{name} {_duration(s)}" for name, s in report["seconds_per_stage"].items())
-    models = "; ".join(f"{'single scale' if m['name'] == 'single' else 'ratio ' + m['name']}: "
+    models = "; ".join(f"{generator_label(m['name'])}: "
                        f"{'scales' if len(m['scale_sizes']) > 1 else 'scale'} {'-'.join(map(str, m['scale_sizes']))} "
                        f"({m['tokens']} tokens)" for m in report["models"])
     seeds = ", ".join(f"{v:.1f}" for v in noise["digits_fid_by_seed"].values())

@@ -33,7 +33,10 @@ class Stages:
         self.path = output_dir / STAGES_FILE
         self.force = force
         if self.path.is_file():
-            self.records = json.loads(self.path.read_text())
+            try:
+                self.records = json.loads(self.path.read_text())
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{self.path} is not valid JSON ({e})") from None
         else:
             self.records = {}
             there = [output_dir / name for name in own_files if (output_dir / name).exists()]

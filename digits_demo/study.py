@@ -24,9 +24,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from common import npz
 from common.files import atomic_write_text
 from evaluation import evaluate_samples, metric_key, reference_statistics
 from evaluation import sweep_results as sr
@@ -215,8 +215,7 @@ def _best_row(rows, features: str) -> dict:
 
 
 def _count(npz_path: Path) -> int:
-    with np.load(npz_path) as data:
-        return len(data["arr_1"])
+    return npz.array_header(npz_path, "arr_1").shape[0]
 
 
 def _noise(first: dict, noise_dir: Path, config: DemoConfig) -> dict:
@@ -237,7 +236,7 @@ def _model_entry(out: Path, model: StudyModel) -> dict:
             "tokens": sum(s * s for s in scales), "epochs": int(load_checkpoint_file(run_dir / LAST)["epoch"]) + 1}
 
 
-def _label(name) -> str:
+def generator_label(name) -> str:
     return "single scale" if name == SINGLE_SCALE else f"ratio {name}"
 
 
@@ -250,8 +249,8 @@ def study_table(report: dict) -> str:
              "(min-max) | Digits precision | Digits recall |", "|---|---|---|---|---|---|---|---|---|"]
     for row in report["best"]:
         name = names.get(row["checkpoint"], row["checkpoint"])
-        lines.append(f"| {_label(name)} | {row['steps_per_scale']} | {row['total_steps']} | {row['best_cfg']:g} | "
-                     f"{row[fid]:.1f} | {row[is_]:.2f} | {row[is_ + '_near_best_mean']:.2f} "
+        lines.append(f"| {generator_label(name)} | {row['steps_per_scale']} | {row['total_steps']} | "
+                     f"{row['best_cfg']:g} | {row[fid]:.1f} | {row[is_]:.2f} | {row[is_ + '_near_best_mean']:.2f} "
                      f"({row[is_ + '_near_best_min']:.2f}-{row[is_ + '_near_best_max']:.2f}) | {row[precision]:.3f} | "
                      f"{row[recall]:.3f} |")
     return "\n".join(lines)

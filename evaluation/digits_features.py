@@ -137,8 +137,8 @@ class DigitsFeatures:
 
     name = "digits"
 
-    def __init__(self, model: DigitsClassifier, accuracy: float, recipe: DigitsRecipe):
-        self.model, self.accuracy, self.recipe = model, accuracy, recipe
+    def __init__(self, model: DigitsClassifier, accuracy: float):
+        self.model, self.accuracy = model, accuracy
         weights = b"".join(t.numpy().tobytes() for t in model.state_dict().values())
         self.identity = f"digits-{hashlib.sha256(weights).hexdigest()[:16]}"
 
@@ -176,4 +176,4 @@ def train_digits_features(recipe: DigitsRecipe = DigitsRecipe()) -> DigitsFeatur
     val_images, val_labels = digits["val"]
     with torch.no_grad():
         predicted = model(to_input(val_images))[0].argmax(1).numpy()
-    return DigitsFeatures(model, float((predicted == val_labels).mean()), recipe)
+    return DigitsFeatures(model, float((predicted == val_labels).mean()))

@@ -275,22 +275,20 @@ def plot_by_steps(rows, path, features: str, x: str = "steps_per_scale", toleran
     setting column that varies): each setting's lowest FID, and the mean IS of its near-best runs with
     their min and max as error bars. Per-scale step lists have no place on a steps-per-scale axis and
     are left out of that plot."""
-    fid = metric_key(features, "fid")
+    fid, is_ = metric_key(features, "fid"), metric_key(features, "is")
     figure, (ax_fid, ax_is) = _figure(2)
-    rows = checked_rows(rows, features)
     table = [r for r in best_per_setting(rows, features, tolerance) if isinstance(r[x], Real)]
     lines = group(table, LINE_COLUMNS)
     varying = _varying(list(lines), LINE_COLUMNS)
     ticks = sorted({r[x] for r in table})
     for index, (key, points) in enumerate(lines.items()):
         points = sorted(points, key=lambda r: r[x])
-        near = [near_best([run for run in rows if _key(run, SETTING_COLUMNS) == _key(p, SETTING_COLUMNS)],
-                          features, tolerance) for p in points]
         xs = [p[x] for p in points]
         label = _line_label(key, LINE_COLUMNS, varying)
         (line,) = ax_fid.plot(xs, [p[fid] for p in points], "o-", label=label)
-        means = [n["is_mean"] for n in near]
-        bars = [[m - n["is_min"] for m, n in zip(means, near)], [n["is_max"] - m for m, n in zip(means, near)]]
+        means = [p[f"{is_}_near_best_mean"] for p in points]
+        bars = [[m - p[f"{is_}_near_best_min"] for m, p in zip(means, points)],
+                [p[f"{is_}_near_best_max"] - m for m, p in zip(means, points)]]
         # side by side, so that the bars of several lines at one x stay apart (the axis is logarithmic)
         dodged = [v * 2 ** (DODGE * (index - (len(lines) - 1) / 2)) for v in xs]
         ax_is.errorbar(dodged, means, yerr=bars, fmt="o-", capsize=4, color=line.get_color(), label=label)

@@ -50,7 +50,6 @@ class SweepOutputs:
     evaluated: list = field(default_factory=list)  # the points this call evaluated
     skipped: list = field(default_factory=list)  # the points evaluated before
     stopped: bool = False  # config.max_points ended the call before the grid was done
-    files: list = field(default_factory=list)  # the tables and plots last written
 
 
 def _unique(items, key) -> list:
@@ -172,7 +171,7 @@ def _run_points(stage: str, config: SweepConfig, points, folder: SweepFolder, st
             row = {**point.columns(config), **metrics, "seconds": round(time.perf_counter() - start, 2),
                    "samples": str(point_dir.relative_to(folder.path))}
             state["rows"] = sr.append_row(folder.path, row, config.features)
-            out.files = sr.write_report(folder.path, state["rows"], config.features)
+            sr.write_report(folder.path, state["rows"], config.features)
             if not config.keep_samples:
                 samples.samples_npz.unlink()
             fid = metric_key(config.features, "fid")

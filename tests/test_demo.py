@@ -116,6 +116,15 @@ def test_a_folder_of_the_user_s_is_never_cleared(tmp_path, capsys):
     assert _files(tmp_path) == before
 
 
+def test_a_damaged_stage_record_is_one_line_naming_it(tmp_path, capsys):
+    (tmp_path / "stages.json").write_text("{broken")
+    before = _files(tmp_path)
+    assert _exit_code(["--output_dir", str(tmp_path), *TINY_ARGS]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{tmp_path / 'stages.json'} is not valid JSON" in err, err
+    assert _files(tmp_path) == before
+
+
 def test_a_stage_run_again_removes_only_what_it_wrote(demo_run, capsys):
     """Other sampling settings re-run the sampling stage; a file the stage did not write stops it
     first, and once it is gone the stage's own files (only those) are replaced."""
