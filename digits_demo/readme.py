@@ -4,10 +4,10 @@ paragraph `numbers_paragraph(report)` into README.md between the two markers bel
 does the same for the study (`demo.py --study`): docs/study_report.json, its results and plots in docs/,
 and `study_block(report)` between the study's markers. Tests check that the README's text is the one
 the committed reports give."""
-import json
 from pathlib import Path
 
 from common.files import atomic_write_bytes, atomic_write_text
+from common.json_files import read_json
 from evaluation import sweep_results as sr
 
 from .study import STUDY_REPORT, SWEEP_DIR, generator_label, study_table
@@ -98,7 +98,7 @@ def _wrapped(paragraph: str, width: int = 100) -> str:
 
 def _full_run_report(report_path: Path, what: str) -> dict:
     """The report of a run that made every stage itself: a reused stage's time is not this run's."""
-    report = json.loads(report_path.read_text())
+    report = read_json(report_path, dict, "a report of the demo")
     if report["reused_stages"]:
         raise ValueError(f"{report_path}: the stages {', '.join(report['reused_stages'])} were reused, so its "
                          f"times are not the {what}'s; run with --force to publish")

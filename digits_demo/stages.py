@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from common.files import atomic_write_text
+from common.json_files import read_json
 
 STAGES_FILE = "stages.json"
 
@@ -33,10 +34,7 @@ class Stages:
         self.path = output_dir / STAGES_FILE
         self.force = force
         if self.path.is_file():
-            try:
-                self.records = json.loads(self.path.read_text())
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{self.path} is not valid JSON ({e})") from None
+            self.records = read_json(self.path, dict, "the demo's record of its stages")
         else:
             self.records = {}
             there = [output_dir / name for name in own_files if (output_dir / name).exists()]

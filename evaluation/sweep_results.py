@@ -26,6 +26,7 @@ from numbers import Real
 from pathlib import Path
 
 from common.files import atomic_write, atomic_write_text
+from common.json_files import read_json
 from evaluation.features import metric_key, metric_keys, metric_label
 
 SETTING_COLUMNS = ("checkpoint", "ratio", "steps_per_scale", "total_steps", "cfg_start_step", "temperature",
@@ -88,11 +89,8 @@ def read_rows(folder) -> list:
     path = Path(folder) / RESULTS_JSON
     if not path.is_file():
         return []
-    try:
-        rows = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e})") from None
-    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+    rows = read_json(path, list, "a list of rows")
+    if not all(isinstance(r, dict) for r in rows):
         raise ValueError(f"{path} is not a list of rows")
     return rows
 

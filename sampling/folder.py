@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 from common.files import atomic_write_text, remove_temporaries
+from common.json_files import read_json
 from sampling import sample_io
 from sampling.config import SampleConfig
 from sampling.plan import SamplePlan
@@ -75,13 +76,7 @@ class RunFolder:
         atomic_write_text(self.record_path, json.dumps(record, indent=1, sort_keys=True))
 
     def read_record(self) -> dict:
-        try:
-            record = json.loads(self.record_path.read_text())
-        except ValueError as e:  # not UTF-8, or not JSON
-            raise ValueError(f"{self.record_path} is not valid JSON ({e})") from None
-        if not isinstance(record, dict):
-            raise ValueError(f"{self.record_path} is not a sampling run's record (a JSON object of its settings)")
-        return record
+        return read_json(self.record_path, dict, "a sampling run's record (a JSON object of its settings)")
 
     def remove_shards(self, ranges) -> None:
         """The packed shards, then their folder if nothing else is in it."""

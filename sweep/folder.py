@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 
 from common.files import atomic_write_text, remove_temporaries
+from common.json_files import read_json
 from evaluation import sweep_results as sr
 from sweep.points import POINTS_DIR, model_label
 
@@ -39,10 +40,7 @@ class SweepFolder:
     def read_record(self) -> dict | None:
         if not self.record_path.is_file():
             return None
-        try:
-            return json.loads(self.record_path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{self.record_path} is not valid JSON ({e})") from None
+        return read_json(self.record_path, dict, "a sweep's record")
 
     def check(self, settings: dict, checkpoints: list[dict]) -> None:
         """Refuses a folder of another sweep, of no sweep, or with a changed checkpoint; writes nothing."""

@@ -14,6 +14,7 @@ import yaml
 import main
 from cli_check import Files, assert_one_line_error, run_main
 from common.checkpoints import load_checkpoint_file
+from common.json_files import read_json
 from common.npz import iter_rows
 from common.yaml_files import load_yaml
 from models import load_model
@@ -96,6 +97,23 @@ def test_every_unusable_yaml_file_is_one_line_with_file_and_line(text, where, tm
     assert str(error.value).startswith(f"{path}") and where in str(error.value) and "\n" not in str(error.value)
     with pytest.raises(FileNotFoundError, match=f"^config not found: {tmp_path / 'no.yaml'}$"):
         load_yaml(tmp_path / "no.yaml")
+
+
+@pytest.mark.parametrize("content, expected, message", [
+    (b'{"cfg": 1.5', dict, "is not valid JSON (Expecting"),
+    (b"\xff\xfe\x00", dict, "is not valid JSON ("),
+    (b"[1, 2]", dict, "is not a sampling run's record"),
+    (b'{"a": 1}', list, "is not a JSON list"),
+])
+def test_every_unusable_json_file_is_one_line_naming_it(content, expected, message, tmp_path):
+    path = tmp_path / "record.json"
+    path.write_bytes(content)
+    what = "a sampling run's record" if expected is dict else ""
+    with pytest.raises(ValueError) as error:
+        read_json(path, expected, what)
+    assert str(error.value).startswith(f"{path} {message}") and "\n" not in str(error.value), error.value
+    (tmp_path / "ok.json").write_text('{"a": [1]}')
+    assert read_json(tmp_path / "ok.json", dict) == {"a": [1]}
 
 
 # ---- through every loader of the project ------------------------------------------------------------------

@@ -4,7 +4,6 @@ Items are addressed by (image index, crop index) pairs that `CropSampler` draws 
 run's seed, so the data order and the crops are reproducible and a resumed run sees exactly what an
 uninterrupted one would. Images that common/images.py cannot read are skipped and reported, never fatal.
 """
-import json
 import math
 import os
 from pathlib import Path
@@ -16,6 +15,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler, default_collate
 
 from common.images import IMAGE_EXTENSIONS, ImageError, list_images, load_rgb
+from common.json_files import read_json
 
 CROP_MARGIN = 1.1  # the centre crop keeps 1.1 x the training size so the ten crops differ
 NUM_CROPS = 10
@@ -134,11 +134,8 @@ def food101_samples(root, num_classes: int | None = None) -> tuple[list, list]:
     if not meta.is_file():
         raise FileNotFoundError(f"Food101 split file not found: {meta} (expected torchvision's layout: "
                                 f"<data_path>/food-101/meta/train.json and <data_path>/food-101/images/)")
-    try:
-        listing = json.loads(meta.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{meta}: not valid JSON ({e})") from None
-    if not isinstance(listing, dict) or not all(isinstance(v, list) for v in listing.values()):
+    listing = read_json(meta, dict, "a mapping of class names to lists of images")
+    if not all(isinstance(v, list) for v in listing.values()):
         raise ValueError(f"{meta}: expected a mapping of class names to lists of images")
     classes = sorted(listing)
     if num_classes is not None and len(classes) != num_classes:

@@ -30,6 +30,7 @@ from training.data import CROP_MARGIN, NUM_CROPS, TenCropImageFolder, collate_al
 from common.folders import folder_contents, shown
 from common.distributed import barrier, broadcast_object
 from common.files import atomic_write_bytes, atomic_write_text, remove_temporaries, run_lock
+from common.json_files import read_json
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +91,7 @@ def read_metadata(cache_dir) -> dict | None:
     path = Path(cache_dir) / METADATA
     if not path.is_file():
         return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        raise ValueError(f"{path}: not a token cache metadata file (invalid JSON)") from None
+    return read_json(path, dict, "a token cache's metadata")
 
 
 def check_spec(metadata: dict, spec: CacheSpec, cache_dir):
