@@ -46,12 +46,17 @@ def load_for_sampling(config: SampleConfig, device) -> CheckerboardGenerator:
     return model.to(torch.bfloat16) if config.precision == "bf16" else model
 
 
-def sample(config: SampleConfig, model: CheckerboardGenerator | None = None, device=None) -> SampleOutputs | None:
+def sample(config: SampleConfig, model: CheckerboardGenerator | None = None, device=None,
+           sampler: Sampler | None = None) -> SampleOutputs | None:
     """config's samples in config.output_dir (this process's share of them under torch.distributed).
-    `model`: already loaded (config.checkpoint then only names it in sampling.json). Every check
-    (config, model, folder) comes before anything is written. Returns the paths, or None when
-    max_shards stopped the run before every shard was drawn."""
+    `model`: already loaded (config.checkpoint then only names it in sampling.json). `sampler`: instead
+    of `model`, a Sampler of it that the caller keeps across runs (a sweep), so that its compiled steps
+    and CUDA graphs, built once per batch shape, serve every run. Every check (config, model, folder)
+    comes before anything is written. Returns the paths, or None when max_shards stopped the run
+    before every shard was drawn."""
     config.validate()
+    if sampler is not None:
+        model = sampler.model
     if not config.output_dir:
         raise ValueError("--output_dir must be given")
     if device is not None:
@@ -74,7 +79,8 @@ def sample(config: SampleConfig, model: CheckerboardGenerator | None = None, dev
             return outputs
         ranges = sample_io.shard_ranges(plan.num_samples, config.shard_size)
         if not folder.samples_npz.exists():
-            drawn = _draw_shards(Sampler(model, compile=config.compile), config, plan, folder, ranges, device)
+            sampler = sampler or Sampler(model, compile=config.compile)
+            drawn = _draw_shards(sampler, config, plan, folder, ranges, device)
             barrier()
             if get_rank() != 0:
                 return outputs

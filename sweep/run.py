@@ -37,6 +37,7 @@ from common.files import run_lock
 from evaluation import evaluate_samples, load_features, metric_key, open_batch, reference_statistics
 from evaluation import sweep_results as sr
 from evaluation.reference import content_hash
+from models.sampler import Sampler
 from sampling.run import load_for_sampling, sample
 from sweep.config import SweepConfig
 from sweep.folder import SweepFolder
@@ -146,22 +147,25 @@ def _run_points(stage: str, config: SweepConfig, points, folder: SweepFolder, st
     todo = agree(lambda: [i for i, p in enumerate(points) if sr.find_row(state["rows"], p.columns(config)) is None])
     out.skipped += [p for i, p in enumerate(points) if i not in todo]
     log(f"[sweep] {stage}: {len(points)} points, {len(points) - len(todo)} evaluated before, {len(todo)} to do")
-    model, model_path = None, None
+    sampler, model_path = None, None
     for n, i in enumerate(todo):
         if config.max_points is not None and len(out.evaluated) >= config.max_points:
             out.stopped = True
             break
         point = points[i]
         if point.path != model_path:
-            model = None
+            sampler = None  # the previous model, its caches and graphs go before the next one loads
             gc.collect()
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-            model, model_path = load_for_sampling(config.sample_config(point.path), device), point.path
+            # One Sampler per model: its compiled steps and CUDA graphs serve every point of the model.
+            sampler = Sampler(load_for_sampling(config.sample_config(point.path), device), compile=config.compile)
+            model_path = point.path
         start = time.perf_counter()
         point_dir = point.folder(folder.path)
         samples = sample(config.sample_config(point.path, str(point_dir), steps_per_scale=list(point.steps),
-                                              cfg=point.cfg, num_samples=point.num_samples), model=model, device=device)
+                                              cfg=point.cfg, num_samples=point.num_samples), sampler=sampler,
+                         device=device)
 
         def evaluate():
             if device.type == "cuda":

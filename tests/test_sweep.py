@@ -188,6 +188,16 @@ def test_max_points_stops_and_a_grid_that_grows_adds_only_its_new_points(standin
     assert [(r["steps_per_scale"], r["cfg"]) for r in sr.read_rows(out)] == [(2, 1.0), (2, 1.5), (2, 2.0)]
 
 
+def test_the_points_of_a_model_share_one_sampler(standin, tmp_path, monkeypatch):
+    """A Sampler's compiled steps and CUDA graphs are built per Sampler: one per model, not per point."""
+    from models.sampler import Sampler
+    made = []
+    init = Sampler.__init__
+    monkeypatch.setattr(Sampler, "__init__", lambda self, *a, **k: (made.append(self), init(self, *a, **k))[1])
+    outputs = run_sweep(sweep_config(standin, tmp_path / "s", steps_per_scale=["2"]), network=standin[1])
+    assert len(outputs.evaluated) == 2 and len(made) == 1
+
+
 def test_keep_samples_off_removes_each_point_s_samples_after_its_row(standin, tmp_path):
     out = tmp_path / "s"
     run_sweep(sweep_config(standin, out, cfg=["1.0"], steps_per_scale=["2"], keep_samples=False), network=standin[1])
