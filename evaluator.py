@@ -13,6 +13,7 @@ from pathlib import Path
 from common.cli import one_line_errors
 from common.config import ArgumentParser, add_arguments, command_line, given_options, make, option
 from common.files import atomic_write_text
+from common.folders import check_new_file
 from evaluation import FEATURES, evaluate, label_of_key
 from evaluation.inception import GRAPH_NAME
 
@@ -37,9 +38,8 @@ class EvaluatorConfig:
         if self.inception_graph is not None and self.features != "inception":
             raise ValueError(f"--inception_graph is for --features inception, not {self.features}")
         for name in ("output_file", "save_stats"):
-            path = getattr(self, name)
-            if path is not None and os.path.lexists(path):
-                raise ValueError(f"--{name} {path} exists; the evaluator writes new files only")
+            if getattr(self, name) is not None:
+                check_new_file(getattr(self, name), f"--{name}")
         if self.reference_cache is not None and os.path.exists(self.reference_cache) and \
                 not os.path.isdir(self.reference_cache):
             raise ValueError(f"--reference_cache {self.reference_cache} is a file, not a folder")

@@ -133,8 +133,12 @@ def test_main_evaluate_ae_checks_its_output_file_first_and_prints_results_before
     assert_one_line_error(result, "main_evaluate_ae.py", f"--output_file {tmp_path / 'no' / 'r.json'}: folder "
                                                          f"{tmp_path / 'no'} not found")
     assert result.out == ""  # refused before the evaluation
-    (tmp_path / "r.json").write_text("the previous results\n")
+    (tmp_path / "old.json").write_text("the previous results\n")
     files = Files(tmp_path)
+    result = run_main(main_evaluate_ae.main, [*argv, "--output_file", tmp_path / "old.json"], capfd)
+    assert_one_line_error(result, "main_evaluate_ae.py", f"--output_file {tmp_path / 'old.json'} exists")
+    assert result.out == ""
+    files.assert_unchanged()
 
     def disk_full(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

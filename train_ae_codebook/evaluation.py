@@ -30,7 +30,7 @@ class AEEvalConfig:
                                     default_text="all")
     num_workers: int = option("data loader worker processes", 4, ge=0)
     device: str | None = option("cuda, cuda:N or cpu", None, default_text="cuda when available")
-    output_file: str | None = option("also write the results as JSON here", None)
+    output_file: str | None = option("also write the results as JSON to this new file", None)
 
     def validate(self):
         recheck(self)

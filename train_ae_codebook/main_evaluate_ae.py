@@ -11,6 +11,7 @@ from pathlib import Path
 from common.cli import EXIT_FAILED, one_line_errors
 from common.config import ArgumentParser, add_arguments, command_line, given_options, make
 from common.files import atomic_write_text
+from common.folders import check_new_file
 from train_ae_codebook.evaluation import AEEvalConfig, evaluate_files
 
 PROG = "main_evaluate_ae.py"
@@ -45,10 +46,9 @@ def main(argv=None):
 
 
 def check_output_file(path):
-    """Before the evaluation: a path whose file can be written (its folder exists, it is not a folder)."""
+    """Before the evaluation: a new file in a folder that exists."""
     path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"--output_file {path} is a folder")
+    check_new_file(path, "--output_file")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"--output_file {path}: folder {path.parent} not found")
 
