@@ -16,10 +16,8 @@ from common.cli import EXIT_BAD_INPUT, EXIT_FAILED, fail, one_line_errors
 from common.config import ArgumentParser, add_arguments, given_options
 from common.distributed import cleanup, get_rank
 from training.config import TrainConfig
-from training.engine import (NoTrainingStepError, NonFiniteLossError, create_cache, fit, setup, start_processes,
-                             train)
+from training.engine import NoTrainingStepError, NonFiniteLossError, fit, prepare, start_processes, train
 
-log = logging.getLogger("main")
 
 __all__ = ["get_args_parser", "parse_config", "TrainConfig", "train", "main"]
 
@@ -48,11 +46,9 @@ def main(argv=None):
             _, _, _, owns_processes = start_processes(config.device)
             if get_rank() != 0:
                 logging.getLogger().setLevel(logging.WARNING)
-            if config.create_cache:
-                log.info("token cache ready: %s", create_cache(config))
-                if not config.use_cache:
-                    return
-            run = setup(config)
+            run = prepare(config)
+            if run is None:  # --create_cache alone
+                return
         # The inputs were fine: a failure now (a non-finite loss, a full disk) stops the run with the
         # epochs logged so far, and names the checkpoint it leaves.
         with one_line_errors(PROG, EXIT_FAILED):

@@ -113,13 +113,20 @@ def test_unconditional_training_on_celeba(celeba, tiny_dir, tmp_path, cached):
     config = _config(tmp_path, tiny_dir, celeba, class_cond=False, num_classes=0)
     assert config.dataset is None  # the folder's name selects CelebA
     if cached:  # the token cache of CelebA's images, made first, then trained from
-        config = replace(config, create_cache=True, cache_path=str(tmp_path / "cache"))
+        config = replace(config, create_cache=True, use_cache=True, cache_path=str(tmp_path / "cache"))
     out = train(config)
     steps = [m for m in read_metrics(out) if "iteration" in m]
     assert len(steps) == CELEBA_SPLITS.count(0) // 4 and all(np.isfinite(m["loss_total"]) for m in steps)
     if cached:  # the training partition only, without classes
         metadata = json.loads((tmp_path / "cache" / "metadata.json").read_text())
         assert (metadata["num_images"], metadata["classes"]) == (CELEBA_SPLITS.count(0), None)
+
+
+def test_create_cache_alone_makes_the_cache_and_trains_nothing(celeba, tiny_dir, tmp_path):
+    """--create_cache without --use_cache stops after the cache, in train() as in main.py (its help)."""
+    config = _config(tmp_path, tiny_dir, celeba, class_cond=False, num_classes=0)
+    assert train(replace(config, create_cache=True, cache_path=str(tmp_path / "cache"))) is None
+    assert (tmp_path / "cache" / "metadata.json").is_file() and not (tmp_path / "out").exists()
 
 
 def test_food101_batches_carry_its_labels(food101, tiny_dir, tmp_path):

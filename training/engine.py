@@ -577,17 +577,24 @@ def fit(run: TrainingRun) -> Path:
     return run.output_dir
 
 
-def train(config: TrainConfig) -> Path:
-    """The whole run; with `create_cache` the token cache is made (or finished) first and trained from.
-    Returns the output folder."""
+def prepare(config: TrainConfig) -> TrainingRun | None:
+    """`setup(config)`, after making (or finishing) the token cache when `create_cache` asks for it;
+    None when it asks for the cache alone (no `use_cache`)."""
+    if config.create_cache:
+        log.info("token cache ready: %s", create_cache(config))
+        if not config.use_cache:
+            return None
+    return setup(config)
+
+
+def train(config: TrainConfig) -> Path | None:
+    """The whole run (see `prepare` for the token cache). Returns the output folder, or None when only
+    the token cache was asked for."""
     _, _, _, owns = start_processes(config.device)
     run = None
     try:
-        if config.create_cache:
-            create_cache(config)
-            config = replace(config, use_cache=True)
-        run = setup(config)
-        return fit(run)
+        run = prepare(config)
+        return None if run is None else fit(run)
     finally:
         if run is not None:
             run.close()
