@@ -22,10 +22,12 @@ from .transformer import Transformer, TransformerConfig
 
 
 class CodeVectorMLP(nn.Module):
-    """Code vectors (..., embed_dim) -> model width (..., dim): two SiLU layers of 64, then a linear map."""
+    """Code vectors (..., embed_dim) -> model width (..., dim): two SiLU layers of max(64, embed_dim),
+    then a linear map."""
 
-    def __init__(self, embed_dim: int, dim: int, hidden: int = 64, out_bias: bool = True):
+    def __init__(self, embed_dim: int, dim: int, out_bias: bool = True):
         super().__init__()
+        hidden = max(64, embed_dim)
         self.net = nn.Sequential(nn.Linear(embed_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
                                  nn.Linear(hidden, dim, bias=out_bias))
 
@@ -74,8 +76,8 @@ class CheckerboardGenerator(nn.Module):
         self.sequence = SequenceLayout(self.scale_sizes, 1 if cfg.class_cond else 0, cfg.num_blocks_per_scale)
         self.num_tokens = self.sequence.num_tokens
 
-        self.empty_token_emb = nn.Parameter(torch.empty(C))
-        self.empty_token_pos = nn.Parameter(torch.empty(C))
+        self.empty_token_emb = nn.Parameter(torch.zeros(C))
+        self.empty_token_pos = nn.Parameter(torch.zeros(C))
         self.autoenc = autoencoder
         self.autoenc.scale_sizes = self.scale_sizes
         self.autoenc.requires_grad_(False)
@@ -89,25 +91,11 @@ class CheckerboardGenerator(nn.Module):
         if cfg.use_head_mlp:
             self.head_mlp = CodeVectorMLP(autoencoder.config.embed_dim, C, out_bias=False)
         self.lm_head = nn.Linear(C, autoencoder.config.n_embed)
-        self._init_weights()
-
-    def _init_weights(self, std: float = 0.02):
-        """LlamaGen's initialisation (normal weights, zero biases) for training from scratch; the
-        AdaLN layers start as the identity and the rotary table keeps its initial angles
-        (docs/method.md section 5)."""
-        for name, module in self.named_modules():
-            if name.startswith(("autoenc", "llama.rotary_emb")):
-                continue
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(module.weight, std=std)
-            if isinstance(module, nn.Linear) and module.bias is not None:
-                nn.init.zeros_(module.bias)
-        nn.init.normal_(self.empty_token_emb, std=std)
-        nn.init.normal_(self.empty_token_pos, std=std)
-        if self.cfg.class_cond:
-            for layer in self.llama.layers:
-                layer.input_modulation.reset_parameters()
-                layer.post_attention_modulation.reset_parameters()
+        # The published model's effective initialisation (docs/method.md section 5): the transformer
+        # initialised itself above; the layers built since keep PyTorch's defaults (the embeddings
+        # normal with std 1); the head starts at zero, so every code starts equally likely.
+        nn.init.zeros_(self.lm_head.weight)
+        nn.init.zeros_(self.lm_head.bias)
 
     @property
     def autoencoder(self) -> VQModel:

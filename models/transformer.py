@@ -68,26 +68,18 @@ class RMSNorm(nn.Module):
 
 
 class AdaLN(nn.Module):
-    """x * scale + shift from the sample's class embedding; starts as the identity."""
+    """x * scale + shift from the sample's class embedding."""
 
     def __init__(self, dim: int):
         super().__init__()
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
-        self.reset_parameters()
-
-    def reset_parameters(self):
-        """shift 0, scale 1, from a zero weight: the identity whatever the class."""
-        linear = self.adaLN_modulation[1]
-        nn.init.zeros_(linear.weight)
-        with torch.no_grad():
-            linear.bias.copy_(torch.cat([torch.zeros(linear.out_features // 2), torch.ones(linear.out_features // 2)]))
 
     def forward(self, cond):
         """(B, 1, 2C) shift and scale; depends on the class only, so sampling computes it once."""
         return self.adaLN_modulation(cond).unsqueeze(1)
 
     @staticmethod
-    def apply(x, modulation):
+    def modulate(x, modulation):
         shift, scale = modulation.chunk(2, dim=-1)  # (B, 1, C) each
         return x * scale + shift
 
@@ -150,11 +142,11 @@ class TransformerBlock(nn.Module):
     def forward(self, x, modulations, rot_q, rot_k, mask, cache=None, input_pos=None):
         h = self.attention_norm(x)
         if modulations is not None:
-            h = AdaLN.apply(h, modulations[0])
+            h = AdaLN.modulate(h, modulations[0])
         x = x + self.attention(h, rot_q, rot_k, mask, cache, input_pos)
         h = self.ffn_norm(x)
         if modulations is not None:
-            h = AdaLN.apply(h, modulations[1])
+            h = AdaLN.modulate(h, modulations[1])
         return x + self.feed_forward(h)
 
 
@@ -167,23 +159,26 @@ class UnitComplex(nn.Module):
 
 
 def init_rotary_table(scale_sizes: list[int], head_dim: int) -> torch.Tensor:
-    """(sum s^2 + 2, head_dim, 2) unit complex numbers: every cell of every scale, then class, empty."""
+    """(sum s^2 + 2, head_dim, 2) unit complex numbers: every cell of every scale, then class, empty.
+
+    Computed in float32 by the published model's sequence of operations, the complex exponential
+    included, so that a model trained from scratch starts from its table bit for bit."""
     d = head_dim
     f = d - d // 8
-    f -= f % 2
+    f += f % 2
     largest = scale_sizes[-1]
-    freqs = (largest**2) ** (-2 * torch.arange(f // 2, dtype=torch.float64) / f)  # (f/2,)
-    scale_freqs = (math.pi / 2) * 10 ** (-torch.arange(d - f, dtype=torch.float64) / (d - f))
+    freqs = 1.0 / ((largest**2) ** (torch.arange(0, f, 2).float() / f))  # (f/2,)
+    scale_freqs = (math.pi / 2) / (10.0 ** (torch.arange(d - f) / (d - f)))  # (d-f,)
     rows = []
     for index, s in enumerate(scale_sizes):
         stride = largest / s
-        y, x = torch.meshgrid(torch.arange(s, dtype=torch.float64), torch.arange(s, dtype=torch.float64), indexing="ij")
-        ax = (stride * x.reshape(-1, 1) + 1) * freqs  # (s*s, f/2)
-        ay = (stride * y.reshape(-1, 1) + 1) * freqs
-        ascale = (scale_freqs * (index + 1)).expand(s * s, -1)
-        rows.append(torch.cat([ax, ay, ascale], dim=1))
-    angles = torch.cat(rows + [torch.zeros(2, d, dtype=torch.float64)])
-    return torch.stack([angles.cos(), angles.sin()], dim=-1).float()
+        cell = torch.arange(s * s, dtype=torch.int32)[:, None]  # (s*s, 1), row-major
+        angles = torch.cat([(stride * (cell % s) + 1) * freqs, (stride * (cell // s) + 1) * freqs], dim=1)
+        spatial = torch.stack([angles.cos(), angles.sin()], dim=-1)  # (s*s, f, 2)
+        scale = torch.view_as_real(torch.exp(1.0j * scale_freqs * (index + 1)))  # (d-f, 2)
+        rows.append(torch.cat([spatial, scale.expand(s * s, -1, -1)], dim=1))
+    rows.append(torch.stack([torch.ones(2, d), torch.zeros(2, d)], dim=-1))  # class and empty: angle 0
+    return torch.cat(rows)
 
 
 class RotaryTable(nn.Module):
@@ -206,14 +201,36 @@ class RotaryTable(nn.Module):
         return rq, rk.unbind(0)
 
 
+def _init_weights(module: nn.Module, std: float):
+    """The published transformer's initialisation, applied module by module in `nn.Module.apply`'s
+    order (docs/method.md section 5): every linear weight normal with `std` and its bias zero. It
+    runs after the layers' own initialisations and overwrites them: the AdaLN maps start random
+    (weight normal, shift and scale biases 0), not as the identity their published module sets."""
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, std=std)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        # The rotary table, the one embedding here. The published code fills its weight with normal
+        # values, but that weight is computed by the table's parametrisation: the values land in a
+        # copy that is thrown away and the table keeps its angles. The draw still advances the random
+        # stream, which the weights built after it depend on.
+        torch.empty_like(module.weight).normal_(std=std)
+
+
 class Transformer(nn.Module):
     def __init__(self, cfg: TransformerConfig, scale_sizes: list[int]):
         super().__init__()
         self.cfg = cfg
+        # Built first, registered last: the published model builds its rotary table before the blocks
+        # (which fixes where the initial weights fall in the random stream) and registers it after
+        # them (which fixes the order of the parameters, and so of a checkpoint's optimizer state).
+        rotary_emb = RotaryTable(cfg, scale_sizes)
         self.layers = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.rotary_emb = RotaryTable(cfg, scale_sizes)
+        self.rotary_emb = rotary_emb
         self.grad_checkpointing = False  # selective activation checkpointing of every block in training
+        self.apply(partial(_init_weights, std=0.02))
 
     def modulations(self, cond):
         """Per layer, the AdaLN shift/scale pairs of a class embedding (B, C); None if unconditional."""
