@@ -56,6 +56,9 @@ class DemoConfig:
     study_cfg_start_step: int = option("the study's first guided step", 1, ge=0)
     study_noise_seeds: int = option("the study's best point of its first generator drawn again with this many "
                                     "other seeds: the spread of its FID is the sampling noise", 2, ge=0)
+    study_training_seeds: int = option("each study generator trained again with this many other seeds, each "
+                                       "scored at its generator's best point and by its held-out NLL: the spread "
+                                       "over trainings", 2, ge=0)
     # Shortened runs for the tests: hidden, the configs' settings are the demo.
     ae_epochs: float | None = option("autoencoder epochs", None, gt=0, hidden=True)
     ae_init_steps: int | None = option("autoencoder codebook initialisation steps", None, ge=1, hidden=True)
@@ -80,7 +83,8 @@ class DemoConfig:
         """What the study's sweep depends on (besides the generators): a change runs it again."""
         return {k: getattr(self, k) for k in ("study_models", "study_cfg", "study_steps", "study_single_steps",
                                               "study_samples", "study_temperature", "study_cfg_start_step",
-                                              "study_noise_seeds", "seed", "sample_batch_size")}
+                                              "study_noise_seeds", "study_training_seeds", "seed",
+                                              "sample_batch_size")}
 
     def validate(self):
         recheck(self)

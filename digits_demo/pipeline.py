@@ -79,11 +79,14 @@ def override(model_section: dict, overrides: dict | None) -> dict:
     return section
 
 
-def train_generator(config: DemoConfig, config_path: Path, data_dir: Path, run_dir: Path) -> None:
-    """main.py's training, encoding each batch as it is drawn: for the demo's dozen epochs that costs
-    about what main.py's token cache of all ten crops would."""
+def train_generator(config: DemoConfig, config_path: Path, data_dir: Path, run_dir: Path,
+                    seed: int | None = None) -> None:
+    """main.py's training (seeded by `seed`, else the demo's seed), encoding each batch as it is
+    drawn: for the demo's dozen epochs that costs about what main.py's token cache of all ten crops
+    would."""
     # A mirrored digit is another glyph (or none): only the five unmirrored crops are drawn.
-    overrides = {"data_path": str(data_dir), "output_dir": str(run_dir), "device": "cpu", "seed": config.seed,
+    overrides = {"data_path": str(data_dir), "output_dir": str(run_dir), "device": "cpu",
+                 "seed": config.seed if seed is None else seed,
                  "progress": config.progress, "mirrored_crops": False, **config.generator_args}
     if (run_dir / LAST).is_file():
         overrides["resume"] = str(run_dir)

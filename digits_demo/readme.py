@@ -10,7 +10,7 @@ from common.files import atomic_write_bytes, atomic_write_text
 from common.json_files import read_json
 from evaluation import sweep_results as sr
 
-from .study import STUDY_REPORT, SWEEP_DIR, generator_label, study_table
+from .study import STUDY_REPORT, SWEEP_DIR, generator_label, study_table, training_table
 
 BEGIN = "<!-- demo numbers: written by `python demo.py --update_readme` from docs/demo_report.json -->"
 END = "<!-- end of demo numbers -->"
@@ -63,12 +63,14 @@ def study_paragraph(report: dict) -> str:
             f"Digits FID {real['digits_fid']:.1f}, Digits IS {real['digits_is']:.2f}. Sampling noise: the best "
             f"point of ratio {report['models'][0]['name']} (steps/scale {point['steps_per_scale']}, cfg "
             f"{point['cfg']:g}) drawn with seeds {', '.join(noise['digits_fid_by_seed'])} scores Digits FID "
-            f"{seeds}.")
+            f"{seeds}. Training noise (second table): every generator trained with the seeds listed, each "
+            f"training's held-out NLL (all scales) and its Digits FID at its generator's best point, drawn with the "
+            f"sampling seed {settings['seed']}.")
 
 
 def study_block(report: dict) -> str:
-    """The README's study numbers: the paragraph and the best-guidance table."""
-    return f"{_wrapped(study_paragraph(report))}\n\n{study_table(report)}"
+    """The README's study numbers: the paragraph, the best-guidance table and the training seeds'."""
+    return f"{_wrapped(study_paragraph(report))}\n\n{study_table(report)}\n\n{training_table(report)}"
 
 
 def _bounds(text: str, readme: Path, begin: str = BEGIN, end: str = END) -> tuple[int, int]:

@@ -11,6 +11,8 @@ the digits feature network (evaluation/digits_features.py) against the real trai
   study_reference    the real training digits as an ADM batch: the sweep's reference
   study              run_sweep for each generator: results, best guidance, the Fig. 4a/5 plots
   study_noise        the first generator's best point drawn again with other seeds (sampling noise)
+  study_training     every generator trained again with other seeds, each scored at its generator's
+                     best point and by its held-out NLL (the spread over trainings)
 
 then <output_dir>/study_report.json. Why the training digits as the reference: the paper's reference
 batch (ADM's) is drawn from the training images, the generators model the training split, and its
@@ -44,13 +46,13 @@ from training.checkpoint import LAST
 from .config import SINGLE_SCALE, DemoConfig
 from .pipeline import OWN_FILES, GENERATOR_CONFIG, override, run_in_output_dir, train_generator, train_stages
 from .pipeline import write_generator_config
-from .report import has_ema
+from .report import has_ema, heldout_nll
 from .stages import Stages, log
 
-REFERENCE_DIR, SWEEP_DIR, NOISE_DIR = "study_reference", "study", "study_noise"
+REFERENCE_DIR, SWEEP_DIR, NOISE_DIR, TRAINING_DIR = "study_reference", "study", "study_noise", "study_training"
 REFERENCE_NAME, HELDOUT_NAME = "digits_train.npz", "digits_heldout.npz"
 STUDY_REPORT = "study_report.json"
-STUDY_FILES = (REFERENCE_DIR, SWEEP_DIR, NOISE_DIR, STUDY_REPORT)
+STUDY_FILES = (REFERENCE_DIR, SWEEP_DIR, NOISE_DIR, TRAINING_DIR, STUDY_REPORT)
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,7 @@ def _run_study_stages(config: DemoConfig, out: Path, run: dict) -> dict:
     models = study_models(config)
     check_study(config, models)
     others = [m for m in models if m.stage != "generator"]
-    count = 3 + len(others) + 3
+    count = 3 + len(others) + 4
     stages = Stages(out, config.force, (*OWN_FILES, *STUDY_FILES, *(m.config_name for m in others),
                                         *(m.stage for m in others)))
     total_start = time.perf_counter()
@@ -142,7 +144,7 @@ def _run_study_stages(config: DemoConfig, out: Path, run: dict) -> dict:
                    run_dir, lambda: train_generator(config, path, data_dir, run_dir))
 
     reference, heldout = out / REFERENCE_DIR / REFERENCE_NAME, out / REFERENCE_DIR / HELDOUT_NAME
-    log(f"{count - 2}/{count} reference: the real training digits -> {reference}")
+    log(f"{count - 3}/{count} reference: the real training digits -> {reference}")
 
     def write_references():
         for path, split in ((reference, "train"), (heldout, "val")):
@@ -153,7 +155,7 @@ def _run_study_stages(config: DemoConfig, out: Path, run: dict) -> dict:
     network = functools.cache(lambda: train_digits_features(DigitsRecipe(val_fraction=config.val_fraction,
                                                                          split_seed=config.seed)))
     sweep_dir = out / SWEEP_DIR
-    log(f"{count - 1}/{count} sweep: guidance {' '.join(config.study_cfg)} x steps per scale, "
+    log(f"{count - 2}/{count} sweep: guidance {' '.join(config.study_cfg)} x steps per scale, "
         f"{config.study_samples} samples per point, digits features -> {sweep_dir}")
     settings = {**config.study_settings(), "generators": {m.name: m.stage for m in models}}
 
@@ -171,7 +173,7 @@ def _run_study_stages(config: DemoConfig, out: Path, run: dict) -> dict:
     names = {c["path"]: c["name"] for c in SweepFolder(sweep_dir).read_record()["checkpoints"]}
     noise_dir = out / NOISE_DIR
     first = _best_row([r for r in rows if r["checkpoint"] == names[str((out / models[0].stage).resolve())]], "digits")
-    log(f"{count}/{count} noise: {models[0].stage}'s best point (steps/scale {first['steps_per_scale']}, cfg "
+    log(f"{count - 1}/{count} noise: {models[0].stage}'s best point (steps/scale {first['steps_per_scale']}, cfg "
         f"{first['cfg']:g}) with {config.study_noise_seeds} more seeds -> {noise_dir}")
 
     def noise():
@@ -183,10 +185,38 @@ def _run_study_stages(config: DemoConfig, out: Path, run: dict) -> dict:
 
     stages.run("study_noise", {**settings, "point": {k: first[k] for k in sr.RUN_COLUMNS}}, noise_dir, noise)
 
+    training_dir = out / TRAINING_DIR
+    best = {m.name: _best_row([r for r in rows if r["checkpoint"] == names[str((out / m.stage).resolve())]], "digits")
+            for m in models}
+    log(f"{count}/{count} training seeds: every generator trained again with {config.study_training_seeds} more "
+        f"seeds, scored at its best point and by its held-out NLL -> {training_dir}")
+
+    def retrain() -> dict:
+        spreads = {}
+        for model in models:
+            point = best[model.name]
+            steps = str(point["steps_per_scale"]).replace(",", "/")
+            runs = {config.seed: (out / model.stage, point)}
+            for seed in range(config.seed + 1, config.seed + 1 + config.study_training_seeds):
+                run_dir = _made(training_dir) / f"{model.stage}_seed{seed}"
+                train_generator(config, out / model.config_name, data_dir, run_dir, seed=seed)
+                sweep_dir = training_dir / f"{model.stage}_seed{seed}_sweep"
+                run_sweep(_sweep_config(config, run_dir, reference, sweep_dir, [str(point["cfg"])], [steps],
+                                        config.seed), network=network(), log=print)
+                (row,) = sr.read_rows(sweep_dir)
+                runs[seed] = (run_dir, row)
+            spreads[model.name] = _training_spread(runs, data_dir / "val", config)
+        return spreads
+
+    training = stages.run("study_training", {**settings, "points": {n: {k: p[k] for k in sr.RUN_COLUMNS}
+                                                                     for n, p in best.items()}},
+                          training_dir, retrain)
+
     report_start = time.perf_counter()
     report = {
         "best": sr.best_per_setting(rows, "digits"),
         "noise": _noise(first, noise_dir, config),
+        "training_seeds": training,
         **scored,
         "models": [_model_entry(out, m) for m in models],
         "settings": settings,
@@ -229,6 +259,21 @@ def _noise(first: dict, noise_dir: Path, config: DemoConfig) -> dict:
             "spread": max(by_seed.values()) - min(by_seed.values())}
 
 
+def _training_spread(runs: dict, val_dir: Path, config: DemoConfig) -> dict:
+    """Per training seed: the generator's held-out NLL (all scales) and the Digits FID of its best
+    point (drawn with the study's sampling seed); and the mean, min and max of each."""
+    fid = metric_key("digits", "fid")
+    by_seed = {str(seed): {"heldout_nll": heldout_nll(run_dir, val_dir, config.eval_batch_size)
+                           ["per_token_nats_all_scales"], "digits_fid": row[fid]}
+               for seed, (run_dir, row) in runs.items()}
+    summary = {}
+    for key in ("heldout_nll", "digits_fid"):
+        values = [entry[key] for entry in by_seed.values()]
+        summary[key] = {"mean": sum(values) / len(values), "min": min(values), "max": max(values)}
+    point = next(iter(runs.values()))[1]
+    return {"point": {k: point[k] for k in sr.RUN_COLUMNS}, "by_training_seed": by_seed, **summary}
+
+
 def _model_entry(out: Path, model: StudyModel) -> dict:
     run_dir = out / model.stage
     scales = load_model(run_dir).scale_sizes
@@ -256,10 +301,22 @@ def study_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def training_table(report: dict) -> str:
+    """Per generator: its best point, and the held-out NLL and Digits FID there over training seeds."""
+    lines = ["| generator | best point (steps/scale, cfg) | training seeds | held-out NLL mean (min-max) | "
+             "Digits FID mean (min-max) |", "|---|---|---|---|---|"]
+    for name, entry in report["training_seeds"].items():
+        nll, fid, point = entry["heldout_nll"], entry["digits_fid"], entry["point"]
+        lines.append(f"| {generator_label(name)} | {point['steps_per_scale']}, {point['cfg']:g} | "
+                     f"{', '.join(entry['by_training_seed'])} | {nll['mean']:.3f} ({nll['min']:.3f}-{nll['max']:.3f}) | "
+                     f"{fid['mean']:.1f} ({fid['min']:.1f}-{fid['max']:.1f}) |")
+    return "\n".join(lines)
+
+
 def study_summary(report: dict) -> str:
     noise, real = report["noise"], report["real_heldout"]
     seeds = ", ".join(f"seed {s}: {v:.1f}" for s, v in noise["digits_fid_by_seed"].items())
-    return "\n".join([study_table(report),
+    return "\n".join([study_table(report), training_table(report),
                       f"held-out real digits against the reference: Digits FID {real['digits_fid']:.1f} "
                       f"({real['num_images']} images)",
                       f"sampling noise, {report['models'][0]['name']}'s best point: {seeds}",

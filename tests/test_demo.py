@@ -145,7 +145,8 @@ def test_a_stage_run_again_removes_only_what_it_wrote(demo_run, capsys):
 
 # ---------------------------------------------------------------- the scale-ratio study (demo.py --study)
 STUDY_ARGS = ["--study", "--study_models", "2,single", "--study_cfg", "0:1:1", "--study_steps", "1,2",
-              "--study_single_steps", "4,8", "--study_samples", "20", "--study_noise_seeds", "1"]
+              "--study_single_steps", "4,8", "--study_samples", "20", "--study_noise_seeds", "1",
+              "--study_training_seeds", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -175,6 +176,12 @@ def test_the_study_sweeps_every_generator(study_run):
     best = min((r for r in rows if r["ratio"] == 2), key=lambda r: r["digits_fid"])
     assert report["noise"]["point"]["cfg"] == best["cfg"] and list(report["noise"]["digits_fid_by_seed"]) == ["0", "1"]
     assert report["noise"]["digits_fid_by_seed"]["0"] == best["digits_fid"]
+    training = report["training_seeds"]
+    assert list(training) == ["2", "single"] and all(list(t["by_training_seed"]) == ["0", "1"] for t in training.values())
+    assert training["2"]["point"]["cfg"] == best["cfg"] and training["2"]["by_training_seed"]["0"]["digits_fid"] == \
+        best["digits_fid"]
+    nlls = [e["heldout_nll"] for e in training["2"]["by_training_seed"].values()]
+    assert nlls[0] != nlls[1] and training["2"]["heldout_nll"]["min"] == min(nlls)  # another seed, another model
     assert report["real_heldout"]["num_images"] == 359 and report["real_heldout"]["reference_images"] == 1438
     for name in report["files"].values():
         assert (out / "study" / name.split("/")[-1]).is_file()
@@ -187,7 +194,7 @@ def test_the_study_reuses_its_finished_stages(study_run):
     assert demo.main(argv) == 0
     report = json.loads((out / "study_report.json").read_text())
     assert report["reused_stages"] == ["data", "autoencoder", "generator", "generator_single", "study_reference",
-                                       "study", "study_noise"]
+                                       "study", "study_noise", "study_training"]
     assert (out / "study" / "results.json").stat().st_mtime_ns == before
 
 
