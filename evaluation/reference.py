@@ -26,7 +26,7 @@ from typing import Optional
 
 import numpy as np
 
-from common.files import atomic_write
+from common.files import atomic_write, new_file_write
 from common.images import IMAGE_EXTENSIONS, list_images
 from evaluation.batches import Batch, EvalError, open_batch
 from evaluation.statistics import STAT_KEYS, feature_statistics, manifold_radii
@@ -93,15 +93,20 @@ def batch_features(network, batch: Batch, batch_size: int = 64, desc: Optional[s
     return FeatureSet(pool, stats or feature_statistics(pool, spatial), batch.image_shape, network.name, identity)
 
 
-def save_statistics(path, feature_set: FeatureSet, source_sha256: Optional[str] = None) -> Path:
-    """Write a statistics file (usable as REF or SAMPLE) atomically."""
+def save_statistics(path, feature_set: FeatureSet, source_sha256: Optional[str] = None,
+                    new_file_option: Optional[str] = None) -> Path:
+    """Write a statistics file (usable as REF or SAMPLE) atomically; with `new_file_option` (the option
+    that names it, for the message) as a new file only."""
     fs = feature_set.with_radii()
     extra = {} if fs.features_identity is None else {"features_identity": np.array(fs.features_identity)}
     if source_sha256 is not None:
         extra["source_sha256"] = np.array(source_sha256)
-    return atomic_write(path, lambda f: np.savez(f, pool=fs.pool, radii=fs.radii, **fs.stats,
-                                                 image_shape=np.array(fs.image_shape, np.int64),
-                                                 features=np.array(fs.features), **extra))
+
+    def write(f):
+        np.savez(f, pool=fs.pool, radii=fs.radii, **fs.stats, image_shape=np.array(fs.image_shape, np.int64),
+                 features=np.array(fs.features), **extra)
+
+    return atomic_write(path, write) if new_file_option is None else new_file_write(path, write, new_file_option)
 
 
 def content_hash(path) -> str:

@@ -14,6 +14,7 @@ import yaml
 from PIL import Image
 
 import main_sample
+from conftest import dead_pid
 from models import build_generator, load_model
 from models.checkpoint import read_config
 from sampling import sample_io
@@ -110,7 +111,7 @@ def test_fid_run_interrupted_and_resumed_equals_an_uninterrupted_run(tiny, tiny_
     assert sorted(p.name for p in shard_dir.glob("shard_*.npz")) == ["shard_0_5.npz"]
     assert not (Path(parts.output_dir) / "samples.npz").exists()
     # A process killed while writing leaves a partial temporary file behind.
-    (shard_dir / ".shard_10_15.npz.999999-0a1b2c3d.tmp").write_bytes(b"partial")
+    (shard_dir / f".shard_10_15.npz.{dead_pid()}-0a1b2c3d.tmp").write_bytes(b"partial")
     with pytest.raises(ValueError, match="cfg=1.5.*cfg=2.0"):
         sample(_config(tmp_path, "parts", batch_size=3, **{**common, "cfg": 2.0}), model=tiny)
     assert (shard_dir / "shard_0_5.npz").is_file()
@@ -313,7 +314,7 @@ def test_an_interrupted_run_s_temporaries_are_removed_at_the_next_start(tiny, ti
     first = _config(tmp_path, "run", max_shards=1, **common)
     assert sample(first, model=tiny) is None
     out = Path(first.output_dir)
-    partial = [out / ".samples.npz.999999-0a1b2c3d.tmp", out / "shards" / ".shard_5_10.npz.999999-0a1b2c3d.tmp"]
+    partial = [out / f".samples.npz.{dead_pid()}-0a1b2c3d.tmp", out / "shards" / f".shard_5_10.npz.{dead_pid()}-0a1b2c3d.tmp"]
     for path in partial:
         path.write_bytes(b"partial")
     keep = out / "shards" / "notes.txt"  # not of the temporaries' naming: not ours to remove
