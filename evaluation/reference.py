@@ -17,9 +17,7 @@ stored in `cache_dir` under the SHA-256 of the file's bytes (of every image file
 and the network's identity, so a sweep of dozens of points computes them once, and a changed
 file or another network never reads a stale entry.
 """
-import hashlib
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -27,12 +25,11 @@ from typing import Optional
 import numpy as np
 
 from common.files import atomic_write, new_file_write
-from common.images import IMAGE_EXTENSIONS, list_images
+from common.content_hash import content_hash
 from evaluation.batches import Batch, EvalError, open_batch
 from evaluation.statistics import STAT_KEYS, feature_statistics, manifold_radii
 
 CACHE_PREFIX = "reference"
-HASH_CHUNK = 1 << 24
 ADM_FEATURES = "inception"  # the network of the statistics in ADM's npz files (which do not say)
 
 
@@ -107,25 +104,6 @@ def save_statistics(path, feature_set: FeatureSet, source_sha256: Optional[str] 
                  features=np.array(fs.features), **extra)
 
     return atomic_write(path, write) if new_file_option is None else new_file_write(path, write, new_file_option)
-
-
-def content_hash(path) -> str:
-    """SHA-256 of a file's bytes, or of a folder's image files (names and bytes, in reading order)."""
-    digest = hashlib.sha256()
-
-    def add_file(p):
-        with open(p, "rb") as f:
-            while chunk := f.read(HASH_CHUNK):
-                digest.update(chunk)
-
-    if os.path.isdir(path):
-        for p in list_images(path, IMAGE_EXTENSIONS + (".npy",)):
-            name = str(p.relative_to(path)).encode()
-            digest.update(len(name).to_bytes(8, "little") + name + os.path.getsize(p).to_bytes(8, "little"))
-            add_file(p)
-    else:
-        add_file(path)
-    return digest.hexdigest()
 
 
 def cache_path(cache_dir, source_sha256: str, network) -> Path:
