@@ -265,3 +265,16 @@ def test_autoencoder_training_folder_is_locked_and_cleaned(tiny_dir, tmp_path, h
     assert run_main(main_train_ae.main, argv, capfd).code == 0
     straight, resumed = (load_checkpoint_file(d / "checkpoint.pth")["state_dict"] for d in (out, stopped))
     assert all(torch.equal(value, resumed[name]) for name, value in straight.items())
+
+
+def test_resuming_a_finished_run_writes_nothing(two_epochs, tmp_path, capfd, caplog):
+    """Issue 23: `--resume` of a finished run said "nothing to do" and yet rewrote config.yaml and args.yaml
+    (and opened a new, empty TensorBoard log)."""
+    run = copy_of(two_epochs, tmp_path)
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(run.rglob("*")) if p.is_file()}
+    with caplog.at_level(logging.INFO):
+        result = run_main(main.main, resume_argv(run, "--epochs", "2"), capfd)
+    assert result.code == 0, result.err
+    assert "nothing to do" in caplog.text
+    after = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(run.rglob("*")) if p.is_file()}
+    assert after == before
