@@ -20,6 +20,12 @@ whatever replaces it.
 
 A run folder belongs to one run: `run_lock(folder)` holds it for one process while that process
 writes there, and refuses a second one with one line.
+
+A journal says which files a piece of work made, so that exactly those, and nothing a user put beside
+them, can be removed later (digits_demo/stages.py reruns a stage so). Inside `journal(folder, path)`
+every file this process writes under `folder`, through this module or announced by its writer with
+`journal_file` (appended logs, images, TensorBoard's files), is appended to the journal file `path`
+before it appears (TensorBoard's, whose names its library chooses, just after).
 """
 import errno
 import fcntl
@@ -28,6 +34,7 @@ import re
 import secrets
 import shutil
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -137,6 +144,53 @@ def _link_new(option: str):
     return commit
 
 
+# ---- which files a piece of work made -------------------------------------------------------------
+class _Journal:
+    def __init__(self, folder: Path, path: Path):
+        self.folder, self.path = folder.absolute(), path
+        self.names = set(journaled(path))
+
+    def add(self, file: Path) -> None:
+        try:
+            name = str(file.absolute().relative_to(self.folder))
+        except ValueError:  # not under the folder
+            return
+        if name not in self.names:
+            with open(self.path, "a") as f:
+                f.write(name + "\n")
+            self.names.add(name)
+
+
+_journals: ContextVar[tuple] = ContextVar("journals", default=())
+
+
+@contextmanager
+def journal(folder, path):
+    """While the block runs, the files written under `folder` are listed (relative to it, one a line)
+    in the journal file `path`, which is appended to (a resumed piece of work adds to its list)."""
+    token = _journals.set((*_journals.get(), _Journal(Path(folder), Path(path))))
+    try:
+        yield
+    finally:
+        _journals.reset(token)
+
+
+def journal_file(path) -> None:
+    """Lists `path`, which its caller is about to write, in the journals open now (a writer that does
+    not write through this module calls it first)."""
+    for entry in _journals.get():
+        entry.add(Path(path))
+
+
+def journaled(path) -> list[str]:
+    """The names a journal file lists, each once, in the order written; none when there is no file."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    return list(dict.fromkeys(line for line in lines if line))
+
+
 def _write(path, make: Callable[[Path], None], commit: Callable[[Path, Path], None] = _replace) -> Path:
     """make(temporary path) creates the new file; commit(temporary, path) puts it at `path`. If either
     raises, the temporary is removed and `path` is left as it was. The temporaries that dead writers
@@ -147,6 +201,7 @@ def _write(path, make: Callable[[Path], None], commit: Callable[[Path, Path], No
     tmp = temporary_path(path)
     try:
         make(tmp)
+        journal_file(path)
         commit(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

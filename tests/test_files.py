@@ -178,3 +178,19 @@ def test_a_temporary_is_held_while_it_is_written(tmp_path):
 
     files.atomic_write(tmp_path / "a.bin", write)
     assert seen["held"]
+
+
+def test_a_journal_lists_the_files_written_under_its_folder(tmp_path):
+    folder, journal_path = tmp_path / "stage", tmp_path / ".stage.journal"
+    (folder / "sub").mkdir(parents=True)
+    with files.journal(folder, journal_path):
+        files.atomic_write_text(folder / "a.txt", "a")
+        files.atomic_write_text(folder / "sub" / "b.txt", "b")
+        files.atomic_write_text(folder / "a.txt", "again")  # listed once
+        files.journal_file(folder / "log.jsonl")  # a writer of its own announces its file
+        files.atomic_write_text(tmp_path / "outside.txt", "not the stage's")
+    files.atomic_write_text(folder / "after.txt", "after the block")
+    assert files.journaled(journal_path) == ["a.txt", os.path.join("sub", "b.txt"), "log.jsonl"]
+    with files.journal(folder, journal_path):  # a resumed piece of work adds to its list
+        files.atomic_write_text(folder / "c.txt", "c")
+    assert files.journaled(journal_path)[-1] == "c.txt"
