@@ -12,8 +12,7 @@ from pathlib import Path
 
 from common.cli import one_line_errors
 from common.config import ArgumentParser, add_arguments, command_line, given_options, make, option
-from common.files import atomic_write_text
-from common.folders import check_new_file
+from common.files import check_new_file, new_file_text
 from evaluation import FEATURES, evaluate, label_of_key
 from evaluation.inception import GRAPH_NAME
 
@@ -68,7 +67,7 @@ def main(argv=None):
     if config.output_file:
         with one_line_errors(PROG):
             Path(config.output_file).parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(config.output_file, text)
+            new_file_text(config.output_file, text, "--output_file")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from common.files import journal_file
+
 
 def write_digits_imagefolder(root, size: int = 32, val_fraction: float = 0.2, seed: int = 0) -> Path:
     """Write `root/train/<class>/*.png` and `root/val/<class>/*.png` (RGB, `size` px); returns root.
@@ -28,7 +30,9 @@ def write_digits_imagefolder(root, size: int = 32, val_fraction: float = 0.2, se
             img = Image.fromarray(pixels).resize((size, size), Image.BICUBIC).convert("RGB")
             folder = root / split / str(label)
             folder.mkdir(parents=True, exist_ok=True)
+            journal_file(folder / f"{i:04d}.png")
             img.save(folder / f"{i:04d}.png")
+    journal_file(done)
     done.write_text(f"size={size} val_fraction={val_fraction} seed={seed}\n")
     return root
 

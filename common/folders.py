@@ -15,13 +15,6 @@ def check_is_folder(path, option: str = "--output_dir"):
         raise ValueError(f"{option} {path} is a file, not a folder")
 
 
-def check_new_file(path, option: str):
-    """A results file is written where none is: ValueError naming `option` when `path` exists (a file
-    of an earlier run is never replaced)."""
-    if os.path.lexists(path):
-        raise ValueError(f"{option} {path} exists; results are written to new files only")
-
-
 def folder_contents(folder) -> list[str]:
     """The names in `folder` besides a lock file and partial files (what a run killed before its first
     write leaves is no content); none for a folder that does not exist."""

@@ -1,7 +1,11 @@
 """TensorBoard event files, written without importing TensorFlow: the training loop's records
 (training/metrics_log.py) and the autoencoder training's (train_ae_codebook/training.py)."""
+import os
 import sys
 import types
+from pathlib import Path
+
+from common.files import journal_file
 
 
 def summary_writer(log_dir):
@@ -13,4 +17,9 @@ def summary_writer(log_dir):
         sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
     from torch.utils.tensorboard import SummaryWriter
 
-    return SummaryWriter(log_dir=str(log_dir))
+    log_dir = Path(log_dir)
+    before = set(os.listdir(log_dir)) if log_dir.is_dir() else set()
+    writer = SummaryWriter(log_dir=str(log_dir))
+    for name in sorted(set(os.listdir(log_dir)) - before):  # the events file, named by the library
+        journal_file(log_dir / name)
+    return writer

@@ -3,16 +3,18 @@ whether it finished, how long it took and the files it wrote (relative to the ou
 
 A stage is reused when it finished with the same settings and no earlier stage ran again. Otherwise
 it runs again in its folder: an unfinished run with the same settings is resumed, anything else of
-the demo's is removed first. The demo removes only what it wrote: a folder it did not make, or a
-finished stage's folder holding a file the stage did not write, stops the demo with one line before
-anything is removed. (An interrupted stage has no list of its files: its folder, which the demo made
-for it, is taken to hold only what it wrote before the interruption.)
+the demo's is removed first. The demo removes only what it wrote: while a stage runs, each file it
+writes is listed in its journal, `.<stage>.journal` in the output folder, before the file appears
+(common/files.py's `journal`), so an interrupted stage, even a killed one, knows its files as a
+finished one does. A folder the demo did not make, or a stage's folder holding a file its journal does
+not list (one the user put there), stops the demo with one line before anything is removed. Lock files
+and partial files of the project's naming (common/files.py) count as the stage's.
 """
 import json
 import time
 from pathlib import Path
 
-from common.files import atomic_write_text
+from common.files import LOCK_NAME, TEMPORARY_NAME, atomic_write_text, journal, journaled
 from common.json_files import read_json
 
 STAGES_FILE = "stages.json"
@@ -20,6 +22,11 @@ STAGES_FILE = "stages.json"
 
 def log(message: str):
     print(f"[demo] {message}", flush=True)
+
+
+def _housekeeping(name: str) -> bool:
+    """A lock file or a partial file, named as common/files.py names them: a killed run's leftovers."""
+    return name == LOCK_NAME or bool(TEMPORARY_NAME.match(name))
 
 
 def files_under(folder: Path) -> list[str]:
@@ -58,36 +65,46 @@ class Stages:
         self.records[name] = {"settings": settings, "finished": False}
         self._save()
         start = time.perf_counter()
-        result = work()
+        self.journal_path(name).touch()  # a stage killed before its first write has an empty list
+        with journal(folder, self.journal_path(name)):
+            result = work()
         self.seconds[name] = time.perf_counter() - start
-        self.records[name].update(finished=True, seconds=self.seconds[name], result=result,
-                                  files=files_under(folder) if folder.is_dir() else [])
+        self.records[name].update(finished=True, seconds=self.seconds[name], result=result)
         self._save()
         self.upstream_ran = True
         log(f"{name}: done in {self.seconds[name]:.0f} s")
         return result
 
+    def journal_path(self, name: str) -> Path:
+        return self.output_dir / f".{name}.journal"
+
     def _clear(self, name: str, record: dict, folder: Path) -> None:
         """Removes what the stage's earlier run wrote, after checking that it wrote all of it."""
+        journal_path = self.journal_path(name)
         if not folder.exists():
+            journal_path.unlink(missing_ok=True)
             return
         if not record:
             raise ValueError(f"{folder} is there and was not made by the demo; move it away or choose another "
                              f"--output_dir")
+        if journal_path.is_file():
+            own = set(journaled(journal_path))
+        elif record.get("finished") and "files" in record:  # what an older demo.py recorded at the end
+            own = set(record["files"])
+        else:
+            raise ValueError(f"{self.path}: stage '{name}' has no journal of the files it wrote ({journal_path}; an "
+                             f"older demo.py); remove {folder} yourself or choose another --output_dir")
         present = files_under(folder)
-        if record.get("finished"):
-            if "files" not in record:
-                raise ValueError(f"{self.path}: stage '{name}' has no list of the files it wrote (an older demo.py); "
-                                 f"remove {folder} yourself or choose another --output_dir")
-            foreign = sorted(set(present) - set(record["files"]))
-            if foreign:
-                raise ValueError(f"{folder / foreign[0]} was not written by the demo's '{name}' stage, which must run "
-                                 f"again; move it away or choose another --output_dir")
+        foreign = [p for p in present if p not in own and not _housekeeping(Path(p).name)]
+        if foreign:
+            raise ValueError(f"{folder / foreign[0]} was not written by the demo's '{name}' stage, which must run "
+                             f"again; move it away or choose another --output_dir")
         for relative in present:
             (folder / relative).unlink()
         for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
             sub.rmdir()
         folder.rmdir()
+        journal_path.unlink()
 
     def _save(self):
         atomic_write_text(self.path, json.dumps(self.records, indent=1))

@@ -1,6 +1,6 @@
 """All five metrics of a sample batch against a reference: the ADM evaluator's protocol, in any feature network."""
-import os
 
+from common.files import check_new_file
 from evaluation.batches import Batch, EvalError, open_batch
 from evaluation.features import check_image_shape, load_features, metric_key
 from evaluation.reference import FeatureSet, batch_features, reference_from_batch, save_statistics
@@ -47,8 +47,8 @@ def evaluate(ref_path, sample_path, features: str = "inception", inception_graph
     """All five metrics for a reference and a sample batch. Both inputs are checked before the
     network is loaded (`network`, if given, is used as it is). `save_stats` writes REF's statistics
     file (a new file only); `reference_cache` is a folder of reference statistics by content."""
-    if save_stats is not None and os.path.lexists(save_stats):
-        raise EvalError(f"--save_stats {save_stats} exists; statistics are written to a new file only")
+    if save_stats is not None:
+        check_new_file(save_stats, "--save_stats")
     ref, sample = open_batch(ref_path), open_batch(sample_path)
     check_same_size(ref.path, ref.image_shape, sample)
     if network is None:
@@ -57,5 +57,5 @@ def evaluate(ref_path, sample_path, features: str = "inception", inception_graph
     ref_features = reference_from_batch(ref, network, batch_size, reference_cache)
     sample_features = batch_features(network, sample, batch_size, "sample")
     if save_stats is not None:
-        save_statistics(save_stats, ref_features)
+        save_statistics(save_stats, ref_features, new_file_option="--save_stats")
     return metrics(ref_features, sample_features, network)

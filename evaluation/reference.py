@@ -17,22 +17,19 @@ stored in `cache_dir` under the SHA-256 of the file's bytes (of every image file
 and the network's identity, so a sweep of dozens of points computes them once, and a changed
 file or another network never reads a stale entry.
 """
-import hashlib
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from common.files import atomic_write
-from common.images import IMAGE_EXTENSIONS, list_images
+from common.files import atomic_write, new_file_write
+from common.content_hash import content_hash
 from evaluation.batches import Batch, EvalError, open_batch
 from evaluation.statistics import STAT_KEYS, feature_statistics, manifold_radii
 
 CACHE_PREFIX = "reference"
-HASH_CHUNK = 1 << 24
 ADM_FEATURES = "inception"  # the network of the statistics in ADM's npz files (which do not say)
 
 
@@ -93,34 +90,20 @@ def batch_features(network, batch: Batch, batch_size: int = 64, desc: Optional[s
     return FeatureSet(pool, stats or feature_statistics(pool, spatial), batch.image_shape, network.name, identity)
 
 
-def save_statistics(path, feature_set: FeatureSet, source_sha256: Optional[str] = None) -> Path:
-    """Write a statistics file (usable as REF or SAMPLE) atomically."""
+def save_statistics(path, feature_set: FeatureSet, source_sha256: Optional[str] = None,
+                    new_file_option: Optional[str] = None) -> Path:
+    """Write a statistics file (usable as REF or SAMPLE) atomically; with `new_file_option` (the option
+    that names it, for the message) as a new file only."""
     fs = feature_set.with_radii()
     extra = {} if fs.features_identity is None else {"features_identity": np.array(fs.features_identity)}
     if source_sha256 is not None:
         extra["source_sha256"] = np.array(source_sha256)
-    return atomic_write(path, lambda f: np.savez(f, pool=fs.pool, radii=fs.radii, **fs.stats,
-                                                 image_shape=np.array(fs.image_shape, np.int64),
-                                                 features=np.array(fs.features), **extra))
 
+    def write(f):
+        np.savez(f, pool=fs.pool, radii=fs.radii, **fs.stats, image_shape=np.array(fs.image_shape, np.int64),
+                 features=np.array(fs.features), **extra)
 
-def content_hash(path) -> str:
-    """SHA-256 of a file's bytes, or of a folder's image files (names and bytes, in reading order)."""
-    digest = hashlib.sha256()
-
-    def add_file(p):
-        with open(p, "rb") as f:
-            while chunk := f.read(HASH_CHUNK):
-                digest.update(chunk)
-
-    if os.path.isdir(path):
-        for p in list_images(path, IMAGE_EXTENSIONS + (".npy",)):
-            name = str(p.relative_to(path)).encode()
-            digest.update(len(name).to_bytes(8, "little") + name + os.path.getsize(p).to_bytes(8, "little"))
-            add_file(p)
-    else:
-        add_file(path)
-    return digest.hexdigest()
+    return atomic_write(path, write) if new_file_option is None else new_file_write(path, write, new_file_option)
 
 
 def cache_path(cache_dir, source_sha256: str, network) -> Path:

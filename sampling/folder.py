@@ -5,7 +5,8 @@
     shards/shard_A_B.npz   samples A..B-1, drawn and not yet packed (removed once samples.npz is whole)
     samples.npz            the ADM batch; grid.png and the figures asked for
 
-A folder belongs to one run. A start with other settings is refused, naming the first that differs,
+A folder belongs to one run. A start with other settings is refused, naming the first that differs
+(a checkpoint file replaced under its name is another checkpoint: its SHA-256 is recorded),
 before anything is written; so is a folder that holds one of these names without a sampling.json
 (the user's files, or another tool's). The same settings resume: finished shards are kept, and a
 finished run (samples.npz there) is not drawn again. Only the process holding the folder's run_lock
@@ -21,6 +22,7 @@ from sampling.config import SampleConfig
 from sampling.plan import SamplePlan
 
 RECORD_NAME = "sampling.json"
+CHECKPOINT_SHA256 = "checkpoint_sha256"
 SHARDS_NAME = "shards"
 SAMPLES_NAME = "samples.npz"
 GRID_NAME = "grid.png"
@@ -30,11 +32,12 @@ FIGURE_FLAGS = {"pyramid": "save_pyramid", "fill": "save_fill", "step_maps": "sa
                 "entropy_plot": "save_entropy_plot", "entropy_stats": "save_entropy_plot"}
 
 
-def run_record(config: SampleConfig, plan: SamplePlan, device) -> dict:
-    """What fixes the folder's files: the plan, the weights, the random streams' device and the
+def run_record(config: SampleConfig, plan: SamplePlan, device, checkpoint_sha256: str | None) -> dict:
+    """What fixes the folder's files: the plan, the weights (by the checkpoint's path and its file's
+    SHA-256: a file replaced under the same name is another model), the random streams' device and the
     files asked for (not the batch size, the compilation or the number of processes)."""
     checkpoint = str(Path(config.checkpoint).resolve()) if config.checkpoint else None
-    return {"checkpoint": checkpoint, "use_ema": config.use_ema, "precision": config.precision, **plan.as_dict(),
+    return {"checkpoint": checkpoint, CHECKPOINT_SHA256: checkpoint_sha256, "use_ema": config.use_ema, "precision": config.precision, **plan.as_dict(),
             "generator_device": device.type, "shard_size": config.shard_size, "grid_samples": config.grid_samples,
             "vis_samples": config.vis_samples, **{flag: getattr(config, flag) for flag in set(FIGURE_FLAGS.values())}}
 
@@ -63,6 +66,8 @@ class RunFolder:
         if self.record_path.is_file():
             written = self.read_record()
             for key in sorted(set(record) | set(written)):
+                if key == CHECKPOINT_SHA256 and written.get(key) != record.get(key):
+                    raise ValueError(self._changed_checkpoint(record, written.get(key)))
                 if written.get(key) != record.get(key):
                     raise ValueError(f"{self.record_path}: this folder's samples were drawn with "
                                      f"{key}={written.get(key)!r}, this run has {key}={record.get(key)!r}; use "
@@ -74,6 +79,15 @@ class RunFolder:
             raise ValueError(f"{foreign[0]} is there but no {RECORD_NAME}: it is not a sampling run's; use another "
                              f"--output_dir")
         atomic_write_text(self.record_path, json.dumps(record, indent=1, sort_keys=True))
+
+    def _changed_checkpoint(self, record: dict, drawn_with: str | None) -> str:
+        now = f"{record['checkpoint']} has SHA-256 {str(record[CHECKPOINT_SHA256])[:12]}"
+        if drawn_with is None:
+            return (f"{self.record_path} records no {CHECKPOINT_SHA256} (an older version drew these samples) and "
+                    f"{now}: its new samples could mix two models in one {SAMPLES_NAME}; use another --output_dir")
+        return (f"{self.record_path}: this folder's samples were drawn from a checkpoint of SHA-256 "
+                f"{str(drawn_with)[:12]}, but {now} (the file was replaced): its new samples would mix two models "
+                f"in one {SAMPLES_NAME}; use another --output_dir")
 
     def read_record(self) -> dict:
         return read_json(self.record_path, dict, "a sampling run's record (a JSON object of its settings)")

@@ -21,9 +21,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from common.content_hash import content_hash
 from common.distributed import agree, barrier, get_rank, get_world_size, resolve_device
 from common.files import atomic_write_text, run_lock
 from models import CheckerboardGenerator, load_model
+from models.checkpoint import checkpoint_paths
 from models.sampler import Sampler
 from sampling import figures, sample_io
 from sampling.config import SampleConfig
@@ -47,11 +49,13 @@ def load_for_sampling(config: SampleConfig, device) -> CheckerboardGenerator:
 
 
 def sample(config: SampleConfig, model: CheckerboardGenerator | None = None, device=None,
-           sampler: Sampler | None = None) -> SampleOutputs | None:
+           sampler: Sampler | None = None, checkpoint_sha256: str | None = None) -> SampleOutputs | None:
     """config's samples in config.output_dir (this process's share of them under torch.distributed).
     `model`: already loaded (config.checkpoint then only names it in sampling.json). `sampler`: instead
     of `model`, a Sampler of it that the caller keeps across runs (a sweep), so that its compiled steps
-    and CUDA graphs, built once per batch shape, serve every run. Every check (config, model, folder)
+    and CUDA graphs, built once per batch shape, serve every run. `checkpoint_sha256`: the SHA-256 of
+    config.checkpoint's file when the caller has it (a sweep hashes each model once), else it is
+    computed; sampling.json records it. Every check (config, model, folder)
     comes before anything is written. Returns the paths, or None when max_shards stopped the run
     before every shard was drawn."""
     config.validate()
@@ -63,6 +67,9 @@ def sample(config: SampleConfig, model: CheckerboardGenerator | None = None, dev
         device = torch.device(device)
     else:
         device = model.device if model is not None else resolve_device(config.device)
+    if config.checkpoint and checkpoint_sha256 is None and get_rank() == 0:
+        # Before the weights are read: a file replaced meanwhile is then refused, not mixed in.
+        checkpoint_sha256 = content_hash(checkpoint_paths(config.checkpoint)[0])
     if model is None:
         model = load_for_sampling(config, device)
     plan = plan_for(config, model)
@@ -71,7 +78,7 @@ def sample(config: SampleConfig, model: CheckerboardGenerator | None = None, dev
     with ExitStack() as held:
         def start():  # process 0 holds the folder from here to the end of the run
             held.enter_context(run_lock(folder.path))
-            folder.start(run_record(config, plan, device))
+            folder.start(run_record(config, plan, device, checkpoint_sha256))
 
         agree(start)
         outputs.finished_before = all(p.exists() for p in folder.outputs(config))

@@ -36,7 +36,7 @@ from common.distributed import agree, get_rank, resolve_device
 from common.files import run_lock
 from evaluation import evaluate_samples, load_features, metric_key, open_batch, reference_statistics
 from evaluation import sweep_results as sr
-from evaluation.reference import content_hash
+from common.content_hash import content_hash
 from models.sampler import Sampler
 from sampling.run import load_for_sampling, sample
 from sweep.config import SweepConfig
@@ -102,6 +102,7 @@ def run_sweep(config: SweepConfig, device=None, network=None, log=print) -> Swee
             held.enter_context(run_lock(folder.path))
             entries = folder.start(settings, checkpoints, grid)
             state["network"] = net
+            state["checkpoint_sha256"] = {c["path"]: c["sha256"] for c in checkpoints}
             state["reference"] = reference_statistics(config.reference, net, config.eval_batch_size,
                                                       folder.reference_cache)
             state["rows"] = sr.read_rows(folder.path)
@@ -165,7 +166,7 @@ def _run_points(stage: str, config: SweepConfig, points, folder: SweepFolder, st
         point_dir = point.folder(folder.path)
         samples = sample(config.sample_config(point.path, str(point_dir), steps_per_scale=list(point.steps),
                                               cfg=point.cfg, num_samples=point.num_samples), sampler=sampler,
-                         device=device)
+                         device=device, checkpoint_sha256=state.get("checkpoint_sha256", {}).get(point.path))
 
         def evaluate():
             if device.type == "cuda":

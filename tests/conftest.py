@@ -1,3 +1,5 @@
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,14 @@ REPO = Path(__file__).resolve().parents[1]
 # fresh clone tests itself.
 FIXTURES = REPO / "tests" / "fixtures"
 PARITY_FIXTURES = ("tiny_2x", "tiny_options", "tiny_single")
+
+
+def dead_pid() -> int:
+    """The pid of a process that has ended, for the name of a killed writer's temporary file (only a
+    dead writer's temporaries are removed: common/files.py)."""
+    child = subprocess.Popen([sys.executable, "-c", ""])
+    child.wait()
+    return child.pid
 
 
 @pytest.fixture(scope="session")

@@ -168,3 +168,19 @@ def test_an_error_in_a_data_loader_worker_is_its_own_one_line(tiny_dir, tmp_path
     result = run_main(main_evaluate_ae.main, ["--autoenc_dir", tiny_dir / "autoenc", "--data_path", tmp_path,
                                               "--device", "cpu", "--num_workers", "1"], capfd)
     assert_one_line_error(result, "main_evaluate_ae.py", f"{tmp_path / 'bad.png'}: cannot read the image")
+
+
+def test_main_evaluate_ae_keeps_an_output_file_made_while_it_evaluated(tmp_path, capfd, monkeypatch):
+    """Issue 23: the file is checked to be new at the start; another run writing it meanwhile is not replaced."""
+    target = tmp_path / "r.json"
+    results = {"scales": [], "codebook_usage": 0.5, "perplexity": 3.0, "num_images": 2}
+
+    def the_other_run_finishes_meanwhile(config):
+        target.write_text("the other run's results\n")
+        return results
+
+    monkeypatch.setattr(main_evaluate_ae, "evaluate_files", the_other_run_finishes_meanwhile)
+    result = run_main(main_evaluate_ae.main, ["--autoenc_dir", tmp_path, "--data_path", tmp_path, "--output_file",
+                                              target], capfd)
+    assert_one_line_error(result, "main_evaluate_ae.py", f"--output_file {target} exists", code=1)
+    assert target.read_text() == "the other run's results\n" and os.listdir(tmp_path) == ["r.json"]

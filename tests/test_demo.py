@@ -143,6 +143,50 @@ def test_a_stage_run_again_removes_only_what_it_wrote(demo_run, capsys):
     assert demo.main(argv) == 0  # back to the fixture's settings for the other tests
 
 
+def test_an_interrupted_stage_run_again_removes_only_what_it_wrote(demo_run, capsys, monkeypatch):
+    """Issue 23: rerunning an unfinished stage deleted, without a word, a file the user had put in its folder
+    (an interrupted stage had no list of its files). Its journal lists them now: the user's file stops the
+    demo in one line with nothing changed, and once it is gone the stage's own files are replaced."""
+    from digits_demo import pipeline
+
+    out, argv = demo_run
+    real = pipeline.sample_digits
+
+    def killed_after_sampling(*args):
+        real(*args)
+        raise KeyboardInterrupt  # as a kill ends it: the stage stays unfinished
+
+    monkeypatch.setattr(pipeline, "sample_digits", killed_after_sampling)
+    with pytest.raises(KeyboardInterrupt):
+        demo.main([*argv, "--cfg", "0.5"])
+    monkeypatch.setattr(pipeline, "sample_digits", real)
+    assert json.loads((out / "stages.json").read_text())["sampling"]["finished"] is False
+    mine = out / "samples" / "notes.txt"
+    mine.write_text("the user's")
+    before = _files(out)
+    capsys.readouterr()
+    assert _exit_code(argv) == 2  # the fixture's settings: the unfinished stage must run again
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{mine} was not written by the demo's 'sampling' stage" in err, err
+    assert "Traceback" not in err and _files(out) == before
+    mine.unlink()
+    assert demo.main(argv) == 0
+    assert json.loads((out / "stages.json").read_text())["sampling"]["finished"] is True
+
+
+def test_every_file_a_stage_wrote_is_in_its_journal(demo_run):
+    """The writers that do not go through common/files.py (the digits' images, the training logs, TensorBoard)
+    list their files too: a stage's folder holds nothing its journal does not."""
+    from common.files import journaled
+    from digits_demo.stages import files_under
+
+    out, _ = demo_run
+    for stage, folder in (("data", "data"), ("autoencoder", "autoenc"), ("generator", "generator"),
+                          ("sampling", "samples")):
+        unlisted = set(files_under(out / folder)) - set(journaled(out / f".{stage}.journal"))
+        assert not unlisted, (stage, sorted(unlisted))
+
+
 # ---------------------------------------------------------------- the scale-ratio study (demo.py --study)
 STUDY_ARGS = ["--study", "--study_models", "2,single", "--study_cfg", "0:1:1", "--study_steps", "1,2",
               "--study_single_steps", "4,8", "--study_samples", "20", "--study_noise_seeds", "1",

@@ -5,7 +5,8 @@ import pytest
 
 from evaluation import evaluate_samples, reference_statistics, statistics
 from evaluation.batches import EvalError, open_batch
-from evaluation.reference import batch_features, cache_path, content_hash, save_statistics
+from common.content_hash import content_hash
+from evaluation.reference import batch_features, cache_path, save_statistics
 
 
 class CountingNetwork:

@@ -255,3 +255,38 @@ def test_run_evaluator_script_refuses_an_evaluated_setting_before_sampling(tmp_p
                                                   f"evaluated); move it away to evaluate again\n")
     assert done.read_text() == "FID: 3.0\n" and sorted(p.name for p in tmp_path.iterdir()) == ["eval",
                                                                                                 "run_evaluator.sh"]
+
+
+def test_two_evaluations_into_one_output_file_keep_the_first_ones_results(tmp_path, capfd, monkeypatch):
+    """Issue 23: two `evaluator.py ... --output_file F` started half a second apart both exited 0, F holding
+    the first one's results only (F was checked to be new at the start, then replaced at the end). Here the
+    other run writes F while this one evaluates: this one is refused with one line and F stays the other's."""
+    import evaluator
+    from cli_check import assert_one_line_error, run_main
+
+    np.savez(tmp_path / "ref.npz", _images(6))
+    np.savez(tmp_path / "sample.npz", _images(6, seed=1))
+    target = tmp_path / "F.txt"
+
+    def the_other_run_finishes_meanwhile(*args):
+        target.write_text("FID: 1.5\n")
+        return {"fid": 2.5}
+
+    monkeypatch.setattr(evaluator, "evaluate", the_other_run_finishes_meanwhile)
+    result = run_main(evaluator.main, [tmp_path / "ref.npz", tmp_path / "sample.npz", "--output_file", target], capfd)
+    assert_one_line_error(result, "evaluator.py", f"--output_file {target} exists")
+    assert result.out == "FID: 2.5\n"  # this run's results, printed before the refusal
+    assert target.read_text() == "FID: 1.5\n"
+    assert sorted(os.listdir(tmp_path)) == ["F.txt", "ref.npz", "sample.npz"]
+
+
+def test_save_stats_made_meanwhile_is_kept(tmp_path):
+    from evaluation.reference import FeatureSet, save_statistics
+
+    pool = RNG.normal(size=(8, 4)).astype(np.float32)
+    stats = {"mu": pool.mean(0), "sigma": np.cov(pool.T), "mu_s": pool.mean(0), "sigma_s": np.cov(pool.T)}
+    target = tmp_path / "stats.npz"
+    target.write_bytes(b"another run's statistics")
+    with pytest.raises(ValueError, match=f"--save_stats {target} exists"):
+        save_statistics(target, FeatureSet(pool, stats, (8, 8), "inception", None), new_file_option="--save_stats")
+    assert target.read_bytes() == b"another run's statistics" and os.listdir(tmp_path) == ["stats.npz"]

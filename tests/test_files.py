@@ -1,4 +1,6 @@
 """common/files.py: atomic writes leave the old file or the whole new one, and no temporary behind."""
+import errno
+import fcntl
 import os
 
 import numpy as np
@@ -6,6 +8,7 @@ import pytest
 import torch
 
 from common import files
+from conftest import dead_pid
 
 
 def _temporaries(folder):
@@ -59,14 +62,14 @@ def test_temporary_names_are_unique_and_say_whose_they_are(tmp_path):
 
 
 def test_leftover_temporaries_are_only_ours(tmp_path):
-    ours = tmp_path / ".shard_0_5.npz.4242-0a1B2c3D.tmp"
+    ours = tmp_path / f".shard_0_5.npz.{dead_pid()}-0a1B2c3D.tmp"
     for path in (ours, tmp_path / "shard_0_5.npz", tmp_path / "notes.tmp", tmp_path / ".x.12-short.tmp"):
         path.write_bytes(b"")
     assert files.leftover_temporaries(tmp_path) == [ours]
 
 
 def test_remove_temporaries_removes_only_ours(tmp_path):
-    ours = tmp_path / ".samples.npz.4242-0a1B2c3D.tmp"
+    ours = tmp_path / f".samples.npz.{dead_pid()}-0a1B2c3D.tmp"
     theirs = [tmp_path / "samples.npz", tmp_path / "notes.tmp", tmp_path / ".x.12-short.tmp"]
     for path in (ours, *theirs):
         path.write_bytes(b"")
@@ -107,3 +110,87 @@ def test_a_killed_holder_leaves_the_folder_free(tmp_path):
         holder.wait()
     with files.run_lock(tmp_path):  # the stale file is still there, its lock is not
         pass
+
+
+# ---------------------------------------------------------------- issue 23: identity by content, not by name
+
+
+def test_a_new_file_made_meanwhile_by_another_run_is_never_replaced(tmp_path):
+    """Two runs writing one new results file: the second to finish is refused and the first one's file
+    stays (a check at the start and a replace at the end let both succeed, the file holding the second's)."""
+    target = tmp_path / "results.txt"
+    files.check_new_file(target, "--output_file")  # the start: nothing there yet
+
+    def the_other_run_finishes_first(f):
+        target.write_text("the first run's results\n")
+        f.write(b"this run's results\n")
+
+    with pytest.raises(ValueError, match=f"--output_file {target} exists"):
+        files.new_file_write(target, the_other_run_finishes_first, "--output_file")
+    assert target.read_text() == "the first run's results\n" and os.listdir(tmp_path) == ["results.txt"]
+    files.new_file_text(tmp_path / "new.txt", "made\n", "--output_file")
+    assert (tmp_path / "new.txt").read_text() == "made\n" and _temporaries(tmp_path) == []
+
+
+def test_a_new_file_on_a_file_system_without_hard_links(tmp_path, monkeypatch):
+    def no_hard_links(*args):
+        raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+
+    monkeypatch.setattr(os, "link", no_hard_links)
+    files.new_file_text(tmp_path / "new.txt", "made\n", "--save_stats")
+    assert (tmp_path / "new.txt").read_text() == "made\n"
+    with pytest.raises(ValueError, match="--save_stats .*new.txt exists"):
+        files.new_file_text(tmp_path / "new.txt", "again\n", "--save_stats")
+    assert (tmp_path / "new.txt").read_text() == "made\n" and _temporaries(tmp_path) == []
+
+
+def test_temporaries_of_dead_writers_are_reaped_by_the_next_write_and_live_ones_kept(tmp_path):
+    """A killed writer's partial file goes at the next write into its folder, whoever writes there;
+    pretrained_models/download.sh's partial downloads (named with the shell's pid) alike."""
+    dead = dead_pid()
+    killed = tmp_path / f".results.txt.{dead}-0a1b2c3d.tmp"  # this module's, its writer killed
+    download = tmp_path / f".checkpoint-last.pth.{dead}-00ff12ab.tmp"  # download.sh's, killed
+    running_here = tmp_path / f".samples.npz.{os.getpid()}-0a1b2c3d.tmp"  # its pid lives
+    running_elsewhere = tmp_path / f".grid.png.{dead}-9z8y7x6w.tmp"  # flocked by a writer on another machine
+    for path in (killed, download, running_here, running_elsewhere):
+        path.write_bytes(b"partial")
+    with open(running_elsewhere, "rb") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        files.atomic_write_text(tmp_path / "other.txt", "x")
+        assert sorted(_temporaries(tmp_path)) == sorted([running_here.name, running_elsewhere.name])
+    assert files.remove_temporaries(tmp_path) == [running_elsewhere]
+    assert _temporaries(tmp_path) == [running_here.name]
+
+
+def test_a_temporary_is_held_while_it_is_written(tmp_path):
+    """(by an flock: a writer on another machine sharing the folder has a pid unknown here)"""
+    seen = {}
+
+    def write(f):
+        fd = os.open(f.name, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            seen["held"] = False
+        except BlockingIOError:
+            seen["held"] = True
+        finally:
+            os.close(fd)
+
+    files.atomic_write(tmp_path / "a.bin", write)
+    assert seen["held"]
+
+
+def test_a_journal_lists_the_files_written_under_its_folder(tmp_path):
+    folder, journal_path = tmp_path / "stage", tmp_path / ".stage.journal"
+    (folder / "sub").mkdir(parents=True)
+    with files.journal(folder, journal_path):
+        files.atomic_write_text(folder / "a.txt", "a")
+        files.atomic_write_text(folder / "sub" / "b.txt", "b")
+        files.atomic_write_text(folder / "a.txt", "again")  # listed once
+        files.journal_file(folder / "log.jsonl")  # a writer of its own announces its file
+        files.atomic_write_text(tmp_path / "outside.txt", "not the stage's")
+    files.atomic_write_text(folder / "after.txt", "after the block")
+    assert files.journaled(journal_path) == ["a.txt", os.path.join("sub", "b.txt"), "log.jsonl"]
+    with files.journal(folder, journal_path):  # a resumed piece of work adds to its list
+        files.atomic_write_text(folder / "c.txt", "c")
+    assert files.journaled(journal_path)[-1] == "c.txt"

@@ -18,6 +18,7 @@ import main
 from cli_check import REPO, Files, assert_one_line_error, run_main
 from common.checkpoints import load_checkpoint_file
 from common.files import LOCK_NAME
+from conftest import dead_pid
 from common.config import given_options
 from train_ae_codebook import main_train_ae
 from train_ae_codebook.train_config import make_config
@@ -147,8 +148,8 @@ def test_a_second_process_on_a_run_folder_is_refused(config, two_epochs, tmp_pat
 # ---- temporary files ---------------------------------------------------------------------------------
 def test_an_interrupted_runs_partial_files_are_removed_on_the_next_start(config, two_epochs, tmp_path):
     run = copy_of(two_epochs, tmp_path)
-    leftovers = [run / ".checkpoint-last.pth.4242-0a1b2c3d.tmp",
-                 run / "autoenc" / ".autoencoder_config.yaml.7-abcdefgh.tmp"]
+    leftovers = [run / f".checkpoint-last.pth.{dead_pid()}-0a1b2c3d.tmp",
+                 run / "autoenc" / f".autoencoder_config.yaml.{dead_pid()}-abcdefgh.tmp"]
     for path in leftovers:
         path.write_bytes(b"\0" * 1000)
     mine = [run / "notes.tmp", run / ".checkpoint-last.pth.tmp"]  # not the atomic writer's names: kept
@@ -224,7 +225,7 @@ def test_token_cache_folder_rules(config, tmp_path, held):
         create_cache(replace(config, cache_path=str(busy), use_cache=False))
     interrupted = tmp_path / "interrupted"
     interrupted.mkdir()
-    (interrupted / ".shard-00000.safetensors.99-abcdef12.tmp").write_bytes(b"\0" * 100)
+    (interrupted / f".shard-00000.safetensors.{dead_pid()}-abcdef12.tmp").write_bytes(b"\0" * 100)
     create_cache(replace(config, cache_path=str(interrupted), use_cache=False))
     assert sorted(p.name for p in interrupted.iterdir()) == ["metadata.json", "shard-00000.safetensors"]
 
@@ -245,7 +246,7 @@ def test_autoencoder_training_folder_is_locked_and_cleaned(tiny_dir, tmp_path, h
                           f"{out} is in use by another run (process {holder.pid})")
     files.assert_unchanged()
     holder.communicate("", timeout=30)
-    leftover = out / ".checkpoint-last.pth.4242-0a1b2c3d.tmp"
+    leftover = out / f".checkpoint-last.pth.{dead_pid()}-0a1b2c3d.tmp"
     leftover.write_bytes(b"\0" * 1000)
     result = run_main(main_train_ae.main, argv, capfd)
     assert result.code == 0, result.err
@@ -264,3 +265,16 @@ def test_autoencoder_training_folder_is_locked_and_cleaned(tiny_dir, tmp_path, h
     assert run_main(main_train_ae.main, argv, capfd).code == 0
     straight, resumed = (load_checkpoint_file(d / "checkpoint.pth")["state_dict"] for d in (out, stopped))
     assert all(torch.equal(value, resumed[name]) for name, value in straight.items())
+
+
+def test_resuming_a_finished_run_writes_nothing(two_epochs, tmp_path, capfd, caplog):
+    """Issue 23: `--resume` of a finished run said "nothing to do" and yet rewrote config.yaml and args.yaml
+    (and opened a new, empty TensorBoard log)."""
+    run = copy_of(two_epochs, tmp_path)
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(run.rglob("*")) if p.is_file()}
+    with caplog.at_level(logging.INFO):
+        result = run_main(main.main, resume_argv(run, "--epochs", "2"), capfd)
+    assert result.code == 0, result.err
+    assert "nothing to do" in caplog.text
+    after = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(run.rglob("*")) if p.is_file()}
+    assert after == before

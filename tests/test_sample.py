@@ -1,8 +1,10 @@
 """Sampling (sampling/ and main_sample.py) on the tiny_2x fixture: parity, reproducibility, resumable FID
 runs, finished runs, one run per folder, errors."""
 import argparse
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +16,7 @@ import yaml
 from PIL import Image
 
 import main_sample
+from conftest import dead_pid
 from models import build_generator, load_model
 from models.checkpoint import read_config
 from sampling import sample_io
@@ -110,7 +113,7 @@ def test_fid_run_interrupted_and_resumed_equals_an_uninterrupted_run(tiny, tiny_
     assert sorted(p.name for p in shard_dir.glob("shard_*.npz")) == ["shard_0_5.npz"]
     assert not (Path(parts.output_dir) / "samples.npz").exists()
     # A process killed while writing leaves a partial temporary file behind.
-    (shard_dir / ".shard_10_15.npz.999999-0a1b2c3d.tmp").write_bytes(b"partial")
+    (shard_dir / f".shard_10_15.npz.{dead_pid()}-0a1b2c3d.tmp").write_bytes(b"partial")
     with pytest.raises(ValueError, match="cfg=1.5.*cfg=2.0"):
         sample(_config(tmp_path, "parts", batch_size=3, **{**common, "cfg": 2.0}), model=tiny)
     assert (shard_dir / "shard_0_5.npz").is_file()
@@ -313,7 +316,7 @@ def test_an_interrupted_run_s_temporaries_are_removed_at_the_next_start(tiny, ti
     first = _config(tmp_path, "run", max_shards=1, **common)
     assert sample(first, model=tiny) is None
     out = Path(first.output_dir)
-    partial = [out / ".samples.npz.999999-0a1b2c3d.tmp", out / "shards" / ".shard_5_10.npz.999999-0a1b2c3d.tmp"]
+    partial = [out / f".samples.npz.{dead_pid()}-0a1b2c3d.tmp", out / "shards" / f".shard_5_10.npz.{dead_pid()}-0a1b2c3d.tmp"]
     for path in partial:
         path.write_bytes(b"partial")
     keep = out / "shards" / "notes.txt"  # not of the temporaries' naming: not ours to remove
@@ -378,10 +381,34 @@ def test_sampling_without_output_dir_is_one_clear_line(tiny_dir, capsys):
 
 def test_steps_per_scale_defaults_to_the_model_s_num_blocks_per_scale(tiny, tmp_path):
     assert tiny.cfg.num_blocks_per_scale == 8  # the fixture's config leaves it out: the published default
-    outputs = sample(_config(tmp_path, "default", checkpoint="c", num_samples=1, classes=[3]), model=tiny)
+    outputs = sample(_config(tmp_path, "default", num_samples=1, classes=[3]), model=tiny)
     record = json.loads((outputs.samples_npz.parent / "sampling.json").read_text())
     assert record["steps_per_scale"] == list(tiny.steps_per_scale_list(None)) and record["cfg_start_step"] == 2
     assert SampleConfig().cfg is None and record["cfg"] == 1.5
-    unguided = sample(_config(tmp_path, "published_cfg", checkpoint="c", num_samples=1, classes=[3], cfg=None),
+    unguided = sample(_config(tmp_path, "published_cfg", num_samples=1, classes=[3], cfg=None),
                       model=tiny)
     assert json.loads((unguided.samples_npz.parent / "sampling.json").read_text())["cfg"] == 2.0
+
+
+def test_a_run_resumed_against_a_replaced_checkpoint_file_is_refused(tiny_dir, tmp_path, capsys):
+    """Issue 23: an FID run resumed after its checkpoint file was replaced (same name, other weights) mixed
+    samples of two models in one samples.npz. sampling.json records the file's SHA-256; a resume against
+    another is one line naming the folder's record and the checkpoint, and changes nothing."""
+    checkpoint = shutil.copytree(tiny_dir, tmp_path / "model")
+    out = tmp_path / "fid"
+    command = ["--checkpoint", checkpoint, "--output_dir", out, *FID_ARGS, "--max_shards", 1]
+    rc, _, err = run_main(command, capsys)
+    assert rc == 0, err
+    record = json.loads((out / "sampling.json").read_text())
+    assert record["checkpoint_sha256"] == hashlib.sha256((checkpoint / "checkpoint-last.pth").read_bytes()).hexdigest()
+    state = torch.load(checkpoint / "checkpoint-last.pth", weights_only=False)
+    for tensor in state["model"].values():
+        if tensor.is_floating_point():
+            tensor.add_(0.5)
+    (checkpoint / "checkpoint-last.pth").unlink()
+    torch.save(state, checkpoint / "checkpoint-last.pth")  # another model under the same name
+    before = _snapshot(out)
+    rc, _, err = run_main(command[:-2], capsys)
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert str(out / "sampling.json") in err and str(checkpoint) in err and "the file was replaced" in err, err
+    assert _snapshot(out) == before

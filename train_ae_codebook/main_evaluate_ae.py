@@ -10,8 +10,7 @@ from pathlib import Path
 
 from common.cli import EXIT_FAILED, one_line_errors
 from common.config import ArgumentParser, add_arguments, command_line, given_options, make
-from common.files import atomic_write_text
-from common.folders import check_new_file
+from common.files import check_new_file, new_file_text
 from train_ae_codebook.evaluation import AEEvalConfig, evaluate_files
 
 PROG = "main_evaluate_ae.py"
@@ -42,7 +41,7 @@ def main(argv=None):
     print(format_table(results))
     if config.output_file:
         with one_line_errors(PROG, EXIT_FAILED):  # a full disk: the table above is printed already
-            atomic_write_text(config.output_file, json.dumps(results, indent=2) + "\n")
+            new_file_text(config.output_file, json.dumps(results, indent=2) + "\n", "--output_file")
 
 
 def check_output_file(path):

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from common.files import atomic_torch_save, remove_temporaries, run_lock
+from common.files import atomic_torch_save, journal_file, remove_temporaries, run_lock
 from common.lr_schedule import cosine_decay, set_lr
 from models.autoencoder import (LLAMAGEN_MODULES, AutoencoderConfig, VQModel, load_llamagen_weights,
                                 load_state_dict_strict)
@@ -286,6 +286,7 @@ class AutoencoderRun:
         return write_autoencoder(self.model, self.model_section, self.output_dir, cfg.to_dict())
 
     def log(self, step: int, record: dict, writer, progress):
+        journal_file(self.output_dir / LOG_NAME)
         with open(self.output_dir / LOG_NAME, "a") as f:
             f.write(json.dumps({"step": step, **record}) + "\n")
         if writer is not None:

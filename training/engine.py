@@ -387,7 +387,11 @@ def _setup(config: TrainConfig, rank: int, world: int, device, config_path: Path
     module = wrap_for_training(model, device, world > 1, options.compile)
     schedule = LRSchedule.of(config)
 
-    if rank == 0:
+    # A run with no epoch left to train (a finished run resumed) writes nothing of its own: not its config
+    # again, not an empty TensorBoard log (fit says "nothing to do"); in its own folder it only completes
+    # what an interrupted save left undone.
+    writes = start_epoch < config.epochs
+    if rank == 0 and (writes or own_folder):
         # The first write. A new folder is claimed now, and checked again under its lock: another run may
         # have started there since the first check.
         folder.lock()
@@ -396,9 +400,10 @@ def _setup(config: TrainConfig, rank: int, world: int, device, config_path: Path
         remove_leftovers(output_dir)
         if ckpt is not None and own_folder and os.path.samefile(ckpt_path, output_dir / LAST):
             restore_kept_checkpoint(output_dir, ckpt)
-        write_run_config(output_dir, model_section, config_path.parent, config.recipe(), config.as_dict())
+        if writes:
+            write_run_config(output_dir, model_section, config_path.parent, config.recipe(), config.as_dict())
     dist_util.barrier()
-    metrics = MetricsLog(output_dir, enabled=rank == 0, tensorboard_dir=config.log_dir)
+    metrics = MetricsLog(output_dir, enabled=rank == 0 and writes, tensorboard_dir=config.log_dir)
     return TrainingRun(config, output_dir, device, rank, world, model, module, optimizer, scaler, ema, schedule,
                        options, sampler, loader, evaluator, metrics, folder, start_epoch,
                        start_epoch - 1 if ckpt is not None else None)

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import torch
 
+from common.files import journal_file
 from common.tensorboard_writer import summary_writer
 
 METRICS_FILE = "metrics.jsonl"
@@ -27,6 +28,7 @@ class MetricsLog:
     def record(self, entry: dict):
         if not self.enabled:
             return
+        journal_file(self.path)
         with open(self.path, "a") as f:
             f.write(json.dumps(entry) + "\n")
 
