@@ -81,8 +81,10 @@ def build_ui(session: Session, title: str) -> gr.Blocks:
                 step = gr.Slider(1, 2, value=1, step=1, label="sampling step: the cells drawn so far (the others "
                                                               "dimmed, showing the scale before)", elem_id="step")
                 fill = gr.Image(label="the checkerboard filling in", format="png", elem_id="fill")
-                step_maps = gr.Image(label="per sample and scale: the step each cell was drawn at, and the entropy "
-                                           "of its distribution", format="png", elem_id="step_maps")
+                # its own column titles would hide under a floating label: the caption goes above it
+                gr.Markdown("Per sample and scale: the step each cell was drawn at, and the entropy of the "
+                            "distribution it was drawn from")
+                step_maps = gr.Image(show_label=False, format="png", elem_id="step_maps")
         frames = gr.State()
         button.click(generate, [classes, count, cfg, cfg_start_step, steps_per_scale, temperature, seed],
                      [gallery, step, fill, step_maps, summary, frames], api_name="generate", concurrency_limit=1)
