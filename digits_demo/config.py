@@ -11,6 +11,7 @@ NUM_CLASSES = 10
 DIGIT_SIZE = 8  # scikit-learn's digits are 8x8 ...
 DIGIT_LEVELS = 16  # ... with values 0..16 (ink is high)
 SINGLE_SCALE = "single"
+GENERATOR_DIR = "generator"  # the demo's model: <output_dir>/generator (app.py shows it)
 
 
 @dataclass

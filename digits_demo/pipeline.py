@@ -31,7 +31,7 @@ from training.checkpoint import LAST
 from training.config import TrainConfig
 from training.engine import train
 
-from .config import NUM_CLASSES, REPO, DemoConfig
+from .config import GENERATOR_DIR, NUM_CLASSES, REPO, DemoConfig
 from .report import class_rows_grid, classify, has_ema, heldout_nll
 from .stages import Stages, log
 
@@ -41,7 +41,7 @@ GENERATOR_CONFIG = "generator_config.yaml"
 REPORT = "report.json"
 GRID, STEPS_FIGURE = "grid.png", "checkerboard_steps.png"
 # What the demo writes directly in its output folder, besides stages.json and the stage folders.
-OWN_FILES = ("data", "autoenc", "generator", "samples", GENERATOR_CONFIG, REPORT, GRID, STEPS_FIGURE)
+OWN_FILES = ("data", "autoenc", GENERATOR_DIR, "samples", GENERATOR_CONFIG, REPORT, GRID, STEPS_FIGURE)
 
 
 def train_demo_autoencoder(config: DemoConfig, data_dir: Path, out_dir: Path) -> None:
@@ -142,7 +142,7 @@ def run_demo(config: DemoConfig, argv: list[str] = ()) -> dict:
 def train_stages(config: DemoConfig, stages: Stages, out: Path, count: int) -> tuple[Path, Path]:
     """Stages 1-3 of `count` (data, autoencoder, generator), shared by the demo and the study;
     returns the data folder and the generator's run folder."""
-    data_dir, ae_dir, run_dir = out / "data", out / "autoenc", out / "generator"
+    data_dir, ae_dir, run_dir = out / "data", out / "autoenc", out / GENERATOR_DIR
     log(f"1/{count} data: scikit-learn digits at {config.img_size} px -> {data_dir}")
     stages.run("data", {"img_size": config.img_size, "val_fraction": config.val_fraction, "seed": config.seed},
                data_dir, lambda: str(write_digits_imagefolder(data_dir, config.img_size, config.val_fraction,

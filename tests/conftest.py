@@ -51,3 +51,12 @@ def tiny_expected(tiny_dir):
 @pytest.fixture(autouse=True)
 def _few_threads():
     torch.set_num_threads(2)
+
+
+def pytest_addoption(parser):
+    # The README's screenshot of app.py: `pytest tests/test_app.py --app_model outputs/demo/generator
+    # --app_screenshot docs/app.png` (the demo's digits model; the tests' default is tiny_2x).
+    parser.addoption("--app_model", default=str(FIXTURES / "tiny_2x"), metavar="FOLDER",
+                     help="the model test_app.py launches app.py with (its EMA weights when kept)")
+    parser.addoption("--app_screenshot", default=None, metavar="PNG",
+                     help="test_app.py's browser test also saves its screenshot here (docs/app.png)")

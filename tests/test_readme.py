@@ -103,20 +103,23 @@ def _commands(script: str) -> list[list[str]]:
     return found
 
 
-@pytest.mark.parametrize("script", ["main_sample.py", "demo.py", "main_sweep.py"])
+@pytest.mark.parametrize("script", ["main_sample.py", "demo.py", "main_sweep.py", "app.py"])
 def test_the_readme_s_commands_parse(script):
-    """Every option of the README's sampling, demo and sweep commands exists and takes the value given."""
+    """Every option of the README's sampling, demo, sweep and app commands exists and takes the value given."""
+    import app
     import demo
     import main_sample
     import main_sweep
     from common.config import command_line, given_options, make
     from digits_demo.config import DemoConfig
+    from interactive.config import AppConfig
     from sampling.config import SampleConfig
     from sweep.config import SweepConfig
 
     parser, cls = {"main_sample.py": (main_sample.get_args_parser, SampleConfig),
                    "demo.py": (demo.get_args_parser, DemoConfig),
-                   "main_sweep.py": (main_sweep.get_args_parser, SweepConfig)}[script]
+                   "main_sweep.py": (main_sweep.get_args_parser, SweepConfig),
+                   "app.py": (app.get_args_parser, AppConfig)}[script]
     commands = _commands(script)
     assert len(commands) >= 2
     for argv in commands:
