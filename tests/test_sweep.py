@@ -169,9 +169,11 @@ def test_an_interrupted_sweep_continues_without_drawing_a_point_again(standin, t
     # the same points as the uninterrupted sweep, the same numbers
     done, _ = finished
     full = {r["samples"]: r for r in sr.read_rows(done) if r["num_samples"] == 20}
+    # 20 samples give singular covariances, whose matrix square root turns float-level differences in
+    # the features between the two runs into ~1e-5 of the FID (seen: 1.6e-4 of 17.75).
     for row in rows:
         assert {k: row[k] for k in ("fid", "inception_score")} == pytest.approx(
-            {k: full[row["samples"]][k] for k in ("fid", "inception_score")})
+            {k: full[row["samples"]][k] for k in ("fid", "inception_score")}, rel=1e-4)
 
 
 def test_max_points_stops_and_a_grid_that_grows_adds_only_its_new_points(standin, tmp_path):
