@@ -1,8 +1,8 @@
 """Multi-node training and sampling as users launch them: two torchrun "nodes" of one process each
 (--nnodes 2, --node_rank 0/1, c10d rendezvous on 127.0.0.1, gloo on the CPU), so that node 1's process
 has LOCAL_RANK 0 but RANK 1. The data is split across all processes, only global rank 0 writes, a
-second launch with --resume continues the run, and FID sampling's shards are split disjointly and
-completely. tests/torchrun_probe.py records each process's share."""
+second launch with --resume (through slurm/torchrun.sbatch) continues the run, and FID sampling's
+shards are split disjointly and completely. tests/torchrun_probe.py records each process's share."""
 import json
 import os
 import signal
@@ -28,17 +28,43 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(script: str, args: list, workdir: Path, probe_dir: Path) -> list[dict]:
-    """`torchrun --nnodes 2 --node_rank r ... script args` for r = 0, 1 at once; each process's record."""
+# SLURM's commands as slurm/torchrun.sbatch uses them, for a job of NODES nodes on this machine: srun
+# runs its command once per node, all at once, and fails if one does.
+FAKE_SRUN = """#!/usr/bin/env bash
+pids=()
+for node in $(seq 0 $((SLURM_NNODES - 1))); do SLURM_NODEID=$node "$@" & pids+=($!); done
+for pid in "${pids[@]}"; do wait "$pid" || exit 1; done
+"""
+FAKE_SCONTROL = "#!/usr/bin/env bash\necho 127.0.0.1\n"
+
+
+def torchrun_nodes(port: int, probe_args: list) -> list[list]:
+    """What a user types on each node: `torchrun --nnodes 2 --node_rank r ...` for r = 0, 1."""
+    return [["torchrun", "--nnodes", str(NODES), "--node_rank", str(rank), "--nproc_per_node", "1",
+             "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--max_restarts", "0", *probe_args]
+            for rank in range(NODES)]
+
+
+def launch(script: str, args: list, workdir: Path, probe_dir: Path, sbatch: bool = False) -> list[dict]:
+    """`script args` on two nodes, each running torchrun (sbatch: through slurm/torchrun.sbatch, with
+    srun and scontrol standing in for SLURM's); each process's record."""
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO), "PROBE_DIR": str(probe_dir), "OMP_NUM_THREADS": "1"}
-    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", str(NODES),
-                               "--node_rank", str(rank), "--nproc_per_node", "1", "--rdzv_backend", "c10d",
-                               "--rdzv_endpoint", f"127.0.0.1:{port}", "--max_restarts", "0",
-                               str(PROBE), script, *map(str, args)],
-                              cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              start_new_session=True)  # its own group: a timeout kills the workers too
-             for rank in range(NODES)]
+    probe_args = [str(PROBE), script, *map(str, args)]
+    if sbatch:
+        bin_dir = probe_dir / "bin"
+        bin_dir.mkdir(exist_ok=True)
+        for name, text in (("srun", FAKE_SRUN), ("scontrol", FAKE_SCONTROL)):
+            (bin_dir / name).write_text(text)
+            (bin_dir / name).chmod(0o755)
+        env.update(PATH=f"{bin_dir}{os.pathsep}{env['PATH']}", SLURM_NNODES=str(NODES), SLURM_JOB_ID="1",
+                   SLURM_JOB_NODELIST="node[1-2]", GPUS_PER_NODE="1", MASTER_PORT=str(port))
+        commands = [["bash", str(REPO / "slurm" / "torchrun.sbatch"), *probe_args]]
+    else:
+        commands = torchrun_nodes(port, probe_args)
+    nodes = [subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, start_new_session=True)  # its own group: a timeout kills the workers too
+             for command in commands]
     outputs = []
     try:
         for node in nodes:
@@ -47,8 +73,8 @@ def launch(script: str, args: list, workdir: Path, probe_dir: Path) -> list[dict
         for node in nodes:
             os.killpg(node.pid, signal.SIGKILL)
         raise AssertionError(f"{script} on {NODES} nodes did not finish in {LAUNCH_TIMEOUT_S} s") from None
-    for rank, (node, out) in enumerate(zip(nodes, outputs)):
-        assert node.returncode == 0, f"node {rank}:\n{out[-3000:]}"
+    for node, out in zip(nodes, outputs):
+        assert node.returncode == 0, out[-3000:]
     records = [json.loads((probe_dir / f"rank{r}-{Path(script).stem}.json").read_text()) for r in range(NODES)]
     # node 1's process is global rank 1 but local rank 0: what a LOCAL_RANK-for-RANK mistake would confuse
     assert [(r["RANK"], r["LOCAL_RANK"], r["WORLD_SIZE"]) for r in records] == [("0", "0", "2"), ("1", "0", "2")]
@@ -76,8 +102,9 @@ def test_two_nodes_train_resume_and_sample(tmp_path_factory, tiny_dir, tmp_path)
                                                      "checkpoint-last.pth", "config.yaml", "metrics.jsonl",
                                                      "tensorboard"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["probe", "run", "tiny.yaml"]
+    assert sorted(p.name for p in probe.iterdir()) == ["rank0-main.json", "rank1-main.json"]
 
-    records = launch("main.py", ["--resume", out, "--epochs", "2"], tmp_path, probe)
+    records = launch("main.py", ["--resume", out, "--epochs", "2"], tmp_path, probe, sbatch=True)
     assert [list(r["items"]) for r in records] == [["1"], ["1"]]  # epoch 0 was not trained again
     shares = _split(records, "items", "1")
     assert sorted(shares[0] + shares[1]) == list(range(20))
