@@ -79,3 +79,19 @@ def test_run_name_without_project_is_one_line(args, capsys):
     assert e.value.code != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "wandb_run_name" in err[0] and "--wandb_project" in err[0]
+
+
+def test_wandb_that_cannot_start_stops_the_run_in_one_line_before_any_write(args, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WANDB_MODE", "online")
+    for name in ("WANDB_API_KEY", "WANDB_SILENT"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("HOME", "WANDB_DIR", "WANDB_CONFIG_DIR"):  # no login of the machine's user is found
+        monkeypatch.setenv(name, str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    with pytest.raises(SystemExit) as e:
+        main.main([*args, "--wandb_project", "checkerboard-test"])
+    assert e.value.code != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--wandb_project checkerboard-test" in err[0] and "wandb login" in err[0], err
+    out = tmp_path / "out"
+    assert not out.exists() or not list(out.iterdir())
