@@ -42,6 +42,14 @@ def history_rows(run_file: Path) -> list[dict]:
     return rows
 
 
+@pytest.fixture(autouse=True)
+def _wandb_settings_of_each_test():
+    """wandb keeps its settings (the mode among them) in a process-wide singleton from the first run on."""
+    yield
+    if "wandb" in sys.modules:
+        sys.modules["wandb"].teardown()
+
+
 @pytest.fixture
 def args(tmp_path_factory, tiny_dir, tmp_path):
     data = digits_subset(tmp_path_factory, per_class=2)
