@@ -1,5 +1,5 @@
 """Multi-node training and sampling as users launch them: two torchrun "nodes" of one process each
-(--nnodes 2, --node_rank 0/1, c10d rendezvous on 127.0.0.1, gloo on the CPU), so that node 1's process
+(--nnodes 2, --node_rank 0/1, c10d rendezvous on 127.0.0.1, gloo on the CPU), so that the second node's process
 has LOCAL_RANK 0 but RANK 1. The data is split across all processes, only global rank 0 writes, a
 second launch with --resume (through slurm/torchrun.sbatch) continues the run, and FID sampling's
 shards are split disjointly and completely. tests/torchrun_probe.py records each process's share."""
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sampling.folder import GRID_NAME, RECORD_NAME, SAMPLES_NAME
 from train_support import FAST_ARGS, digits_subset, tiny_config
 from training.metrics_log import read_metrics
 
@@ -117,6 +118,7 @@ def test_two_nodes_train_resume_and_sample(tmp_path_factory, tiny_dir, tmp_path)
                                         "--output_dir", samples], tmp_path, probe)
     shards = _split(records, "shards")
     assert shards == [[[0, 3], [6, 9], [12, 15], [18, 20]], [[3, 6], [9, 12], [15, 18]]]
-    with np.load(samples / "samples.npz") as npz:
+    assert sorted(p.name for p in samples.iterdir()) == sorted([GRID_NAME, RECORD_NAME, SAMPLES_NAME])
+    with np.load(samples / SAMPLES_NAME) as npz:
         assert npz["arr_0"].shape[0] == 20
         assert npz["arr_1"].tolist() == [i % 10 for i in range(20)]
