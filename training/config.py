@@ -21,7 +21,7 @@ BLR_BATCH = 256  # lr = blr x batch / 256 when lr is not given
 # Keys that describe one run rather than the recipe: left out of the `args:` section written to
 # an output folder's config.yaml, so that training again from that file starts a new run.
 RUN_ONLY_KEYS = ("config", "output_dir", "resume", "weights_init", "create_cache", "device", "start_epoch",
-                 "world_size", "local_rank")
+                 "world_size", "local_rank", "wandb_project", "wandb_run_name")
 
 
 @dataclass
@@ -45,6 +45,10 @@ class TrainConfig:
     output_root: str = option("where runs without --output_dir get their new folder", "./outputs")
     log_dir: str | None = option("TensorBoard event folder", None, default_text="<output_dir>/tensorboard")
     progress: bool = option("show tqdm progress bars", True)
+    wandb_project: str | None = option("also log the training statistics and sample grids to this Weights & Biases "
+                                       "project (wandb's settings apply: `wandb login`, WANDB_MODE=offline, "
+                                       "WANDB_DIR)", None, default_text="no W&B logging; wandb is not imported")
+    wandb_run_name: str | None = option("the W&B run's name", None, default_text="the output folder's name")
     log_freq: int = option("iterations between logged (host-synchronised) training statistics", 100, ge=1)
     # ---- placement
     device: str | None = option("cuda or cpu", None, choices=DEVICES, default_text="cuda when available")
@@ -163,6 +167,8 @@ class TrainConfig:
                               "(and leave dist_on_itp false)")
         if self.dist_url != "env://":
             raise ConfigError(f"dist_url must be env:// (torchrun's environment), got {self.dist_url!r}")
+        if self.wandb_run_name and not self.wandb_project:
+            raise ConfigError("wandb_run_name is given without wandb_project: pass --wandb_project too")
         if len(self.betas) != 2:
             raise ConfigError(f"betas must be two values, got {self.betas}")
         if not self.cfg:

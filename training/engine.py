@@ -31,7 +31,7 @@ from training.data import NUM_CROPS, Batch, CropSampler, TenCropImageFolder, col
 from training.ema import EMA
 from training.inline_eval import InlineEvaluator, SampleSettings
 from common.lr_schedule import LRSchedule, set_lr
-from training.metrics_log import MetricsLog
+from training.metrics_log import MetricsLog, start_wandb
 from training.token_cache import TokenCacheDataset, cache_spec, create_token_cache, default_cache_dir
 from training.config import TrainConfig
 from training.run_folder import (RunFolder, check_new_run_folder, check_resume_point, is_own_folder, remove_leftovers,
@@ -388,9 +388,10 @@ def _setup(config: TrainConfig, rank: int, world: int, device, config_path: Path
     schedule = LRSchedule.of(config)
 
     # A run with no epoch left to train (a finished run resumed) writes nothing of its own: not its config
-    # again, not an empty TensorBoard log (fit says "nothing to do"); in its own folder it only completes
-    # what an interrupted save left undone.
+    # again, not an empty TensorBoard log or W&B run (fit says "nothing to do"); in its own folder it only
+    # completes what an interrupted save left undone.
     writes = start_epoch < config.epochs
+    wandb_run = _start_wandb(config, output_dir) if writes else None
     if rank == 0 and (writes or own_folder):
         # The first write. A new folder is claimed now, and checked again under its lock: another run may
         # have started there since the first check.
@@ -403,10 +404,22 @@ def _setup(config: TrainConfig, rank: int, world: int, device, config_path: Path
         if writes:
             write_run_config(output_dir, model_section, config_path.parent, config.recipe(), config.as_dict())
     dist_util.barrier()
-    metrics = MetricsLog(output_dir, enabled=rank == 0 and writes, tensorboard_dir=config.log_dir)
+    metrics = MetricsLog(output_dir, enabled=rank == 0 and writes, tensorboard_dir=config.log_dir,
+                         wandb_run=wandb_run)
     return TrainingRun(config, output_dir, device, rank, world, model, module, optimizer, scaler, ema, schedule,
                        options, sampler, loader, evaluator, metrics, folder, start_epoch,
                        start_epoch - 1 if ckpt is not None else None)
+
+
+def _start_wandb(config: TrainConfig, output_dir: Path):
+    """Process 0's W&B run (None elsewhere, or without wandb_project); started after every check, and its
+    failure stops every process."""
+    if not config.wandb_project:
+        return None
+    started = []
+    dist_util.agree(lambda: started.append(start_wandb(config.wandb_project, config.wandb_run_name,
+                                                       config.as_dict(), output_dir)))
+    return started[0] if started else None
 
 
 class RunningMeans:
