@@ -1,6 +1,8 @@
 """Evaluation of sample batches by the ADM evaluator's protocol: FID, sFID, IS, precision and recall.
 
     statistics.py       the numbers from features (Frechet distance, IS, k-NN precision/recall)
+    distances.py        the distances of precision and recall, in ADM's float16 (TensorFlow, imported when used)
+    tf_runtime.py       TensorFlow, imported on first use, and its sessions
     batches.py          the inputs: an npz of images, a folder of images, a statistics file
     inception.py        ADM's Inception graph (TensorFlow, imported when a graph is read)
     digits_features.py  a classifier of demo.py's digits as a feature network (torch, imported when used)

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from common.files import atomic_write
 from evaluation.batches import EvalError
+from evaluation.tf_runtime import new_session, tensorflow_v1
 
 GRAPH_NAME = "classify_image_graph_def.pb"
 GRAPH_URL = f"https://openaipublic.blob.core.windows.net/diffusion/jul-2021/ref_batches/{GRAPH_NAME}"
@@ -27,19 +28,11 @@ def cached_graph_path():
     return Path(os.environ.get("CHECKERBOARD_CACHE", Path.home() / ".cache" / "checkerboard-gen")) / GRAPH_NAME
 
 
-def _tf():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's start-up chatter
-    import tensorflow.compat.v1 as tf
-
-    tf.get_logger().setLevel("ERROR")
-    return tf
-
-
 def read_graph_def(path):
     """Parse the Inception GraphDef and check it has the tensors ADM reads."""
     from google.protobuf.message import DecodeError
 
-    graph_def = _tf().GraphDef()
+    graph_def = tensorflow_v1().GraphDef()
     try:
         graph_def.ParseFromString(Path(path).read_bytes())
     except DecodeError as e:
@@ -94,13 +87,11 @@ class InceptionFeatures:
     name = "inception"
 
     def __init__(self, graph_path):
-        tf = _tf()
+        tf = tensorflow_v1()
         graph_bytes = Path(graph_path).read_bytes()
         self.identity = f"inception-{hashlib.sha256(graph_bytes).hexdigest()[:16]}"
         graph_def = read_graph_def(graph_path)
-        config = tf.ConfigProto(allow_soft_placement=True)  # DecodeJpeg has no GPU kernel
-        config.gpu_options.allow_growth = True
-        self.sess = tf.Session(graph=tf.Graph(), config=config)
+        self.sess = new_session()
         with self.sess.graph.as_default():
             self.images = tf.placeholder(tf.float32, [None, None, None, 3])
             pool, spatial, matmul = tf.import_graph_def(graph_def, input_map={INPUT: self.images},

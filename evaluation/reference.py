@@ -8,9 +8,10 @@ precision and recall together) and what makes the file safe to reuse: the networ
 identity and the images' size.
 
 A statistics file (`--save_stats`, and each cached reference) is an npz with mu, sigma, mu_s,
-sigma_s, pool, radii, image_shape (H, W), features and features_identity. ADM's own reference
-batches carry mu, sigma, mu_s, sigma_s beside their images (`arr_0`); those are Inception
-statistics, and, as in ADM, they win over statistics computed from the images.
+sigma_s, pool, radii, radii_arithmetic, image_shape (H, W), features and features_identity; radii
+of another arithmetic than today's (statistics.RADII_ARITHMETIC) are computed again from pool.
+ADM's own reference batches carry mu, sigma, mu_s, sigma_s beside their images (`arr_0`); those
+are Inception statistics, and, as in ADM, they win over statistics computed from the images.
 
 `reference_statistics(path, network, cache_dir=...)` reads a reference once: its statistics are
 stored in `cache_dir` under the SHA-256 of the file's bytes (of every image file, for a folder)
@@ -27,7 +28,7 @@ import numpy as np
 from common.files import atomic_write, new_file_write
 from common.content_hash import content_hash
 from evaluation.batches import Batch, EvalError, open_batch
-from evaluation.statistics import STAT_KEYS, feature_statistics, manifold_radii
+from evaluation.statistics import RADII_ARITHMETIC, STAT_KEYS, feature_statistics, manifold_radii
 
 CACHE_PREFIX = "reference"
 ADM_FEATURES = "inception"  # the network of the statistics in ADM's npz files (which do not say)
@@ -81,8 +82,10 @@ def batch_features(network, batch: Batch, batch_size: int = 64, desc: Optional[s
     if batch.read is None:  # a statistics file
         saved = batch.saved
         radii = saved.get("radii")
+        usable = radii is not None and len(radii) == len(saved["pool"]) and \
+            _text(saved, "radii_arithmetic") == RADII_ARITHMETIC
         return FeatureSet(saved["pool"], stats, batch.image_shape, network.name, _text(saved, "features_identity"),
-                          radii if radii is not None and len(radii) == len(saved["pool"]) else None)
+                          radii if usable else None)
     pool, spatial = network.activations(batch.read(batch_size), math.ceil(batch.count / batch_size), desc)
     if len(pool) != batch.count:
         raise EvalError(f"{batch.path}: read {len(pool)} images, expected {batch.count}")
@@ -100,8 +103,8 @@ def save_statistics(path, feature_set: FeatureSet, source_sha256: Optional[str] 
         extra["source_sha256"] = np.array(source_sha256)
 
     def write(f):
-        np.savez(f, pool=fs.pool, radii=fs.radii, **fs.stats, image_shape=np.array(fs.image_shape, np.int64),
-                 features=np.array(fs.features), **extra)
+        np.savez(f, pool=fs.pool, radii=fs.radii, radii_arithmetic=np.array(RADII_ARITHMETIC), **fs.stats,
+                 image_shape=np.array(fs.image_shape, np.int64), features=np.array(fs.features), **extra)
 
     return atomic_write(path, write) if new_file_option is None else new_file_write(path, write, new_file_option)
 

@@ -1,14 +1,21 @@
 """The numbers of the ADM evaluator from features: Frechet distance, Inception Score, precision and recall.
 
-Numpy and scipy only, whatever network made the features (evaluation/features.py).
+Numpy and scipy, whatever network made the features (evaluation/features.py); the distances of
+precision and recall are TensorFlow's, in ADM's float16 (evaluation/distances.py).
 """
 import warnings
 
 import numpy as np
 from scipy import linalg
 
+from evaluation.distances import sq_distances
+
 STAT_KEYS = ("mu", "sigma", "mu_s", "sigma_s")
 NEIGHBOURS = 3  # ADM's ManifoldEstimator: the k of the k-NN balls of precision and recall
+ADM_BLOCK = 10000  # ADM's ManifoldEstimator: rows and columns of one distance block
+# how manifold_radii computes radii, kept beside radii in statistics files: radii of another
+# arithmetic (float32 distances, before 2026-12) are computed again rather than mixed with these
+RADII_ARITHMETIC = "adm-float16-blocks-10000"
 IS_SPLIT = 5000  # improved-gan / ADM: Inception Score averaged over splits of this many samples
 
 
@@ -45,32 +52,37 @@ def inception_score(probs, split_size=IS_SPLIT):
     return float(np.mean(scores))
 
 
-def _sq_distances(a, b):
-    # ADM's DistanceBlock formula, clamped at zero. ADM evaluates it in float16 (float32 only when a
-    # value overflows); we keep float32. Measured 2026-11-23 on the 2-core CPU machine, 3000 + 3000
-    # synthetic 2048-d gamma-distributed features (squared norms ~1200): ADM's TensorFlow float16
-    # graph gave precision 0.2003, recall 0.6867; this function 0.1980, 0.6857; numpy emulating
-    # float16 rounding 0.1997, 0.6877. Float16 results depend on the kernel's accumulation, so ADM's
-    # own numbers move by about that much across hardware.
-    return np.maximum((a * a).sum(1)[:, None] - 2 * a @ b.T + (b * b).sum(1)[None, :], 0)
+def _nearest(rows, columns, k, batch_size):
+    """The k+1 smallest squared distances from each row to the columns (unordered), the columns
+    taken in ADM's blocks: the block decides float16 or float32 (distances.py)."""
+    smallest = []
+    for j in range(0, len(columns), batch_size):
+        d = sq_distances(rows, columns[j : j + batch_size])
+        kth = min(k, d.shape[1] - 1)
+        smallest.append(np.partition(d, kth, axis=1)[:, : kth + 1])
+    return np.concatenate(smallest, axis=1)
 
 
-def manifold_radii(features, k=NEIGHBOURS, batch_size=1000):
-    """Squared distance from each feature to its k-th nearest neighbour in the same set."""
+def manifold_radii(features, k=NEIGHBOURS, batch_size=ADM_BLOCK):
+    """Squared distance from each feature to its k-th nearest neighbour in the same set, with ADM's
+    distances (`batch_size` features a side per distance block)."""
     features = np.asarray(features, np.float32)
     if len(features) <= k:
         raise ValueError(f"a k-NN radius with k={k} needs at least {k + 1} features, got {len(features)}")
-    # column 0 of a sorted row is the point itself, so column k is the k-th neighbour
+    # column 0 of a sorted row is the point itself, so column k is the k-th neighbour; the k+1
+    # smallest of each column block hold the k+1 smallest of the whole row, so a row of all
+    # distances (ADM's) is not needed
     return np.concatenate([
-        np.partition(_sq_distances(features[i : i + batch_size], features), k, axis=1)[:, k]
+        np.partition(_nearest(features[i : i + batch_size], features, k, batch_size), k, axis=1)[:, k]
         for i in range(0, len(features), batch_size)
     ])
 
 
-def precision_recall(ref_features, sample_features, k=NEIGHBOURS, batch_size=1000, ref_radii=None):
+def precision_recall(ref_features, sample_features, k=NEIGHBOURS, batch_size=ADM_BLOCK, ref_radii=None):
     """ADM's ManifoldEstimator: precision = share of samples inside some reference k-NN ball,
-    recall = share of references inside some sample k-NN ball. `ref_radii`: the references'
-    manifold_radii, when already known (a cached reference)."""
+    recall = share of references inside some sample k-NN ball (inside: distance <= radius), with
+    ADM's distances. `ref_radii`: the references' manifold_radii, when already known (a cached
+    reference)."""
     ref, sample = np.asarray(ref_features, np.float32), np.asarray(sample_features, np.float32)
     if ref_radii is None:
         ref_radii = manifold_radii(ref, k, batch_size)
@@ -79,9 +91,10 @@ def precision_recall(ref_features, sample_features, k=NEIGHBOURS, batch_size=100
     sample_radii = manifold_radii(sample, k, batch_size)
     ref_in, sample_in = np.zeros(len(ref), bool), np.zeros(len(sample), bool)
     for i in range(0, len(ref), batch_size):
-        d = _sq_distances(ref[i : i + batch_size], sample)
-        ref_in[i : i + batch_size] = (d <= sample_radii[None, :]).any(1)
-        sample_in |= (d <= ref_radii[i : i + batch_size, None]).any(0)
+        for j in range(0, len(sample), batch_size):
+            d = sq_distances(ref[i : i + batch_size], sample[j : j + batch_size])
+            ref_in[i : i + batch_size] |= (d <= sample_radii[None, j : j + batch_size]).any(1)
+            sample_in[j : j + batch_size] |= (d <= ref_radii[i : i + batch_size, None]).any(0)
     return float(sample_in.mean()), float(ref_in.mean())
 
 

@@ -111,6 +111,20 @@ def test_statistics_file_round_trip_and_its_network(tmp_path, ref_file):
         batch_features(CountingNetwork(identity="counting-2"), open_batch(tmp_path / "stats.npz"))
 
 
+def test_radii_of_another_arithmetic_are_computed_again(tmp_path, ref_file):
+    # a file of the float32 evaluator: its radii, without radii_arithmetic, are not ADM's float16 ones
+    net = CountingNetwork()
+    save_statistics(tmp_path / "stats.npz", batch_features(net, open_batch(ref_file)))
+    saved = dict(np.load(tmp_path / "stats.npz"))
+    assert str(saved["radii_arithmetic"]) == statistics.RADII_ARITHMETIC
+    del saved["radii_arithmetic"]
+    saved["radii"] = saved["radii"] + 1
+    np.savez(tmp_path / "float32.npz", **saved)
+    loaded = batch_features(net, open_batch(tmp_path / "float32.npz"))
+    assert loaded.radii is None
+    np.testing.assert_array_equal(loaded.with_radii().radii, statistics.manifold_radii(saved["pool"]))
+
+
 def test_adm_precomputed_statistics_are_inception_ones(tmp_path):
     pool = np.random.default_rng(3).normal(size=(10, 12))
     adm = dict(mu=pool.mean(0), sigma=np.cov(pool, rowvar=False), mu_s=np.zeros(16), sigma_s=np.eye(16))

@@ -61,7 +61,7 @@ def test_end_to_end_matches_library_on_independent_features(e2e):
     assert 0 < results["Precision"] < 1 and 0 < results["Recall"] < 1 and results["FID"] > 0.1
     saved = np.load(d / "stats.npz")
     assert sorted(saved.files) == ["features", "features_identity", "image_shape", "mu", "mu_s", "pool", "radii",
-                                   "sigma", "sigma_s"]
+                                   "radii_arithmetic", "sigma", "sigma_s"]
     assert str(saved["features"]) == "inception" and list(saved["image_shape"]) == [32, 32]
     np.testing.assert_allclose(saved["pool"], ref_pool, rtol=1e-4, atol=1e-4)
 
