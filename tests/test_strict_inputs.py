@@ -1,16 +1,23 @@
 """One strict reader per kind of input (issue 23): YAML files, image folders, paths given by the user and
 output folders beside the data. Each refusal is one line naming the file, key or value; a command exits
 non-zero, prints no traceback and changes no file that was there."""
+import os
 import shutil
+import subprocess
+from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 import main
 import main_sample
-from cli_check import REPO, Files, assert_one_line_error, run_main
+from cli_check import REPO, Files, assert_one_line_error, run_main, run_script
+from common import images
 from common.yaml_files import load_yaml
 from train_support import FAST_ARGS, digits_subset, tiny_config
+from training.data import TenCropImageFolder
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +105,56 @@ def test_main_refuses_an_alias_bomb_in_a_config(data, tiny_dir, tmp_path, capfd)
     result = run_main(main.main, ["--config", config, "--data_path", data, "--output_dir", tmp_path / "out"], capfd)
     assert_one_line_error(result, "main.py", str(config), "aliases repeat more than")
     files.assert_unchanged()
+
+
+# ---- image folders ------------------------------------------------------------------------------
+def _png(path, value=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((40, 40, 3), value, np.uint8)).save(path)
+    return path
+
+
+def test_each_real_folder_is_listed_once(tmp_path):
+    """A link back to a folder above (a loop) and a second link to a folder already listed add nothing."""
+    root = tmp_path / "root"
+    _png(root / "a" / "one.png")
+    _png(tmp_path / "elsewhere" / "two.png")
+    os.symlink(root / "a", root / "a" / "loop")
+    os.symlink(root, root / "a" / "up")
+    os.symlink(tmp_path / "elsewhere", root / "b_link")
+    os.symlink(tmp_path / "elsewhere", root / "c_link")
+    got = [p.relative_to(root).as_posix() for p in images.list_images(root)]
+    assert got == ["a/one.png", "b_link/two.png"]
+
+
+def test_training_data_counts_each_image_once_through_a_loop(tmp_path):
+    root = tmp_path / "train"
+    for label in ("0", "1"):
+        _png(root / label / "x.png")
+        os.symlink(root / label, root / label / "again")
+    data = TenCropImageFolder(root, 32)
+    assert [(Path(p).relative_to(root).as_posix(), label) for p, label in data.samples] == [("0/x.png", 0),
+                                                                                          ("1/x.png", 1)]
+
+
+def test_a_fifo_among_the_images_is_refused_naming_it(tmp_path):
+    """Reading a FIFO waits for a writer forever: the lister takes regular files only."""
+    sample = tmp_path / "sample"
+    _png(sample / "b.png")
+    os.mkfifo(sample / "a.png")
+    with pytest.raises(images.ImageError, match=f"^{sample / 'a.png'}: not a regular file"):
+        images.list_images(sample)
+    files = Files(tmp_path)
+    try:
+        result = run_script("evaluator.py", sample, sample, "--features", "digits", timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("evaluator.py hangs on a FIFO among the images")
+    assert_one_line_error(result, "evaluator.py", str(sample / "a.png"), "not a regular file")
+    files.assert_unchanged()
+
+
+def test_an_image_named_by_a_list_that_is_a_fifo_is_refused(tmp_path):
+    """CelebA's and Food101's images come from list files, not the lister: the reader checks too."""
+    os.mkfifo(tmp_path / "000001.jpg")
+    with pytest.raises(images.ImageError, match=f"^{tmp_path / '000001.jpg'}: not a regular file"):
+        images.load_rgb(tmp_path / "000001.jpg")
