@@ -4,6 +4,7 @@ non-zero, prints no traceback and changes no file that was there."""
 import os
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +12,14 @@ import pytest
 import yaml
 from PIL import Image
 
+import evaluator
 import main
 import main_sample
 from cli_check import REPO, Files, assert_one_line_error, run_main, run_script
 from common import images
+from common.config import ArgumentParser, add_arguments, command_line, given_options, make, option, yaml_section
 from common.yaml_files import load_yaml
+from train_ae_codebook import main_train_ae
 from train_support import FAST_ARGS, digits_subset, tiny_config
 from training.data import TenCropImageFolder
 
@@ -158,3 +162,36 @@ def test_an_image_named_by_a_list_that_is_a_fifo_is_refused(tmp_path):
     os.mkfifo(tmp_path / "000001.jpg")
     with pytest.raises(images.ImageError, match=f"^{tmp_path / '000001.jpg'}: not a regular file"):
         images.load_rgb(tmp_path / "000001.jpg")
+
+
+# ---- paths --------------------------------------------------------------------------------------
+@dataclass
+class Paths:
+    out: str = option("a folder", "out", path=True)
+    inputs: list[str] = option("files", [], path=True)
+    name: str = option("not a path", "~x")
+
+
+def test_a_leading_tilde_is_the_home_folder_in_configs_and_on_the_command_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    home = str(tmp_path / "home")
+    from_yaml = make(Paths, yaml_section({"out": "~/runs/a", "inputs": ["~/x.npz", "/abs"], "name": "~n"}, "c.yaml",
+                                         "args"))
+    assert (from_yaml.out, from_yaml.inputs, from_yaml.name) == (f"{home}/runs/a", [f"{home}/x.npz", "/abs"], "~n")
+    parser = add_arguments(ArgumentParser("paths"), Paths)
+    given = given_options(parser, ["--out=~/b", "--inputs", "~/y.npz,~/z.npz", "--name", "~m"])
+    assert given["out"] == f"{home}/b"  # before any use: scripts open some (--config, --resume) first
+    cli = make(Paths, command_line(given))
+    assert (cli.out, cli.inputs, cli.name) == (f"{home}/b", [f"{home}/y.npz", f"{home}/z.npz"], "~m")
+
+
+def test_main_takes_tilde_paths_from_its_config_and_command_line(data, tiny_dir, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    tiny_config(home / "tiny.yaml", tiny_dir, **FAST_ARGS, output_dir="~/runs/a", log_dir="~/tb")
+    config = main.parse_config(["--config=~/tiny.yaml", "--data_path", str(data)])
+    assert (config.config, config.output_dir, config.log_dir) == (str(home / "tiny.yaml"), str(home / "runs" / "a"),
+                                                                  str(home / "tb"))
+    assert evaluator.get_args_parser().parse_args(["~/ref.npz", "~/sample"]).ref == str(home / "ref.npz")
+    assert main_train_ae.get_args_parser().parse_args(["--config=~/ae.yaml"]).config == str(home / "ae.yaml")
