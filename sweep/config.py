@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 
 from common.config import option, recheck
+from common.folders import check_outside
 from evaluation.features import FEATURES
 from evaluation.inception import GRAPH_NAME
 from sampling.config import SampleConfig
@@ -76,6 +77,8 @@ class SweepConfig:
             raise FileNotFoundError(f"--reference {self.reference} not found")
         if os.path.exists(self.output_dir) and not os.path.isdir(self.output_dir):
             raise ValueError(f"--output_dir {self.output_dir} is a file, not a folder")
+        if os.path.isdir(self.reference):  # its plots are images, and a rerun reads the reference again
+            check_outside(self.output_dir, "--output_dir", self.reference, "--reference")
 
     def cfg_values(self) -> list[float]:
         return cfg_values(self.cfg)

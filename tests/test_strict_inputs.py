@@ -15,6 +15,7 @@ from PIL import Image
 import evaluator
 import main
 import main_sample
+import main_sweep
 from cli_check import REPO, Files, assert_one_line_error, run_main, run_script
 from common import images
 from common.config import ArgumentParser, add_arguments, command_line, given_options, make, option, yaml_section
@@ -195,3 +196,60 @@ def test_main_takes_tilde_paths_from_its_config_and_command_line(data, tiny_dir,
                                                                   str(home / "tb"))
     assert evaluator.get_args_parser().parse_args(["~/ref.npz", "~/sample"]).ref == str(home / "ref.npz")
     assert main_train_ae.get_args_parser().parse_args(["--config=~/ae.yaml"]).config == str(home / "ae.yaml")
+
+
+# ---- outputs beside the data ----------------------------------------------------------------------
+@pytest.fixture
+def own_data(data, tmp_path):
+    """A copy of the digits, so that a test that failed to refuse cannot spoil the shared one."""
+    return Path(shutil.copytree(data, tmp_path / "data"))
+
+
+@pytest.mark.parametrize("option_name, inside, shown", [
+    ("--output_dir", "train/3/run", "the training images of --data_path"),  # sample grids: class 3's images
+    ("--output_dir", "train/run", "the training images of --data_path"),  # an 11th class
+    ("--log_dir", "train/0/tb", "the training images of --data_path"),
+    ("--output_root", "train/runs", "the training images of --data_path"),
+])
+def test_main_refuses_an_output_folder_inside_the_training_images(option_name, inside, shown, own_data, tiny_dir,
+                                                                  tmp_path, capfd):
+    config = tiny_config(tmp_path / "tiny.yaml", tiny_dir, **FAST_ARGS)
+    argv = {"--config": config, "--data_path": own_data, "--output_dir": tmp_path / "out", option_name: own_data / inside}
+    if option_name == "--output_root":
+        del argv["--output_dir"]
+    files = Files(tmp_path)
+    result = run_main(main.main, [x for pair in argv.items() for x in pair], capfd)
+    assert_one_line_error(result, "main.py", f"{option_name} {own_data / inside} is inside {shown} {own_data / 'train'}")
+    files.assert_unchanged()
+
+
+def test_main_refuses_an_output_folder_reached_through_a_link(own_data, tiny_dir, tmp_path, capfd):
+    config = tiny_config(tmp_path / "tiny.yaml", tiny_dir, **FAST_ARGS)
+    os.symlink(own_data / "train" / "5", tmp_path / "five")
+    files = Files(tmp_path)
+    result = run_main(main.main, ["--config", config, "--data_path", own_data, "--output_dir", tmp_path / "five" / "run"],
+                      capfd)
+    assert_one_line_error(result, "main.py", f"--output_dir {tmp_path / 'five' / 'run'} is inside", str(own_data))
+    files.assert_unchanged()
+
+
+def test_main_train_ae_refuses_an_output_folder_inside_its_images(own_data, tiny_dir, tmp_path, capfd):
+    files = Files(tmp_path)
+    result = run_main(main_train_ae.main, ["--config", tiny_dir / "autoenc" / "autoencoder_config.yaml", "--data_path",
+                                           own_data, "--output_dir", own_data / "ae", "--train_all", "--device", "cpu"],
+                      capfd)
+    assert_one_line_error(result, "main_train_ae.py", f"--output_dir {own_data / 'ae'} is inside --data_path {own_data}")
+    files.assert_unchanged()
+
+
+def test_main_sweep_refuses_an_output_folder_inside_its_reference_images(tmp_path, capfd):
+    reference = tmp_path / "reference"
+    _png(reference / "a.png")
+    files = Files(tmp_path)
+    result = run_main(main_sweep.main, ["--checkpoint", REPO / "tests" / "fixtures" / "tiny_2x", "--reference",
+                                        reference, "--features", "digits", "--output_dir", reference / "sweep",
+                                        "--cfg", "1.0", "--steps_per_scale", "2", "--num_samples", "20", "--device",
+                                        "cpu"], capfd)
+    assert_one_line_error(result, "main_sweep.py", f"--output_dir {reference / 'sweep'} is inside --reference "
+                                                   f"{reference}")
+    files.assert_unchanged()

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.config import ConfigError, Layer, make, option, recheck, yaml_section
+from common.folders import check_outside
 
 RECON_LOSSES = ("l1", "l2")
 REQUIRED = "required: here or in the config's args: section"
@@ -55,6 +56,7 @@ class AETrainConfig:
         if not self.train_all and self.perceptual_weights is not None:
             raise ConfigError("perceptual_weights only applies with train_all (requantization has no "
                               "reconstruction loss)")
+        check_outside(self.output_dir, "--output_dir", self.data_path, "--data_path")  # images are found recursively
 
     def total_steps(self, num_images: int) -> int:
         return math.ceil(self.epochs * num_images / self.batch_size)

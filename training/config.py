@@ -6,13 +6,15 @@ not have (compile, precision, grad_checkpointing, the token-cache settings, ...)
 """
 import argparse
 import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from common.config import ConfigError, Layer, make, option, yaml_section
+from common.folders import check_outside
 from common.lr_schedule import SCHEDULES
 from models.checkpoint import checkpoint_paths, read_config
-from training.data import DATASETS, dataset_for_path
+from training.data import DATASETS, dataset_for_path, image_root
 
 OPTIMIZERS = ("adamw", "adam")
 PRECISIONS = ("bf16", "fp16", "fp32")
@@ -172,6 +174,24 @@ class TrainConfig:
         if not self.resume and self.start_epoch >= self.epochs:
             raise ConfigError(f"start_epoch {self.start_epoch} must be < epochs {self.epochs} (a new run would train "
                               f"nothing)")
+        self.check_outputs_outside_data()
+
+    def check_outputs_outside_data(self):
+        """No folder the run writes into lies in the folder its images are listed from, nor in a folder of
+        reference images."""
+        images = image_root(self.data_path, self.resolved_dataset())
+        inputs = {"--data_path" if images == Path(self.data_path) else "the training images of --data_path": images}
+        if self.eval_reference_data_path and os.path.isdir(self.eval_reference_data_path):
+            inputs["--eval_reference_data_path"] = self.eval_reference_data_path
+        outputs = {"--log_dir": self.log_dir, "--samples_output_dir": self.samples_output_dir}
+        if self.output_dir or not self.resume:  # else the resumed folder, checked when it was made
+            outputs["--output_dir" if self.output_dir else "--output_root"] = self.output_dir or self.output_root
+        if self.create_cache:
+            outputs["--cache_path" if self.cache_path else "--cached_path"] = self.cache_path or self.cached_path
+        for option_name, folder in outputs.items():
+            for data_option, data in inputs.items():
+                if folder:
+                    check_outside(folder, option_name, data, data_option)
 
     # ---- derived values ------------------------------------------------------------------------
     def resolved_lr(self, world_size: int) -> float:
