@@ -253,3 +253,24 @@ def test_main_sweep_refuses_an_output_folder_inside_its_reference_images(tmp_pat
     assert_one_line_error(result, "main_sweep.py", f"--output_dir {reference / 'sweep'} is inside --reference "
                                                    f"{reference}")
     files.assert_unchanged()
+
+
+# ---- which dataset --------------------------------------------------------------------------------
+@pytest.mark.parametrize("name, class_cond, layout_file", [
+    ("celeba", True, "list_eval_partition.txt"),  # was: "set class_cond: false", wrong for an ImageFolder
+    ("celeba", False, "list_eval_partition.txt"),
+    ("food101", True, "food-101/meta/train.json"),
+])
+def test_an_imagefolder_named_as_a_dataset_is_told_to_say_dataset_imagefolder(name, class_cond, layout_file, data,
+                                                                              tiny_dir, tmp_path, capfd):
+    folder = Path(shutil.copytree(data, tmp_path / name))  # train/<class>/, named as the published rule reads
+    config = tiny_config(tmp_path / "tiny.yaml", tiny_dir, **FAST_ARGS)
+    if not class_cond:
+        document = yaml.safe_load(config.read_text())
+        document["model"].update(class_cond=False, num_classes=0)
+        config.write_text(yaml.safe_dump(document, sort_keys=False))
+    files = Files(tmp_path)
+    result = run_main(main.main, ["--config", config, "--data_path", folder, "--output_dir", tmp_path / "out"], capfd)
+    line = assert_one_line_error(result, "main.py", str(folder / layout_file), "--dataset imagefolder")
+    assert "set class_cond: false" not in line
+    files.assert_unchanged()
