@@ -113,9 +113,9 @@ def test_main_refuses_an_alias_bomb_in_a_config(data, tiny_dir, tmp_path, capfd)
 
 
 # ---- image folders ------------------------------------------------------------------------------
-def _png(path, value=0):
+def _png(path, value=0, size=40):
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.full((40, 40, 3), value, np.uint8)).save(path)
+    Image.fromarray(np.full((size, size, 3), value, np.uint8)).save(path)
     return path
 
 
@@ -214,12 +214,14 @@ def own_data(data, tmp_path):
 def test_main_refuses_an_output_folder_inside_the_training_images(option_name, inside, shown, own_data, tiny_dir,
                                                                   tmp_path, capfd):
     config = tiny_config(tmp_path / "tiny.yaml", tiny_dir, **FAST_ARGS)
-    argv = {"--config": config, "--data_path": own_data, "--output_dir": tmp_path / "out", option_name: own_data / inside}
+    argv = {"--config": config, "--data_path": own_data, "--output_dir": tmp_path / "out",
+            option_name: own_data / inside}
     if option_name == "--output_root":
         del argv["--output_dir"]
     files = Files(tmp_path)
     result = run_main(main.main, [x for pair in argv.items() for x in pair], capfd)
-    assert_one_line_error(result, "main.py", f"{option_name} {own_data / inside} is inside {shown} {own_data / 'train'}")
+    assert_one_line_error(result, "main.py",
+                          f"{option_name} {own_data / inside} is inside {shown} {own_data / 'train'}")
     files.assert_unchanged()
 
 
@@ -227,24 +229,26 @@ def test_main_refuses_an_output_folder_reached_through_a_link(own_data, tiny_dir
     config = tiny_config(tmp_path / "tiny.yaml", tiny_dir, **FAST_ARGS)
     os.symlink(own_data / "train" / "5", tmp_path / "five")
     files = Files(tmp_path)
-    result = run_main(main.main, ["--config", config, "--data_path", own_data, "--output_dir", tmp_path / "five" / "run"],
-                      capfd)
+    result = run_main(main.main, ["--config", config, "--data_path", own_data, "--output_dir",
+                                  tmp_path / "five" / "run"], capfd)
     assert_one_line_error(result, "main.py", f"--output_dir {tmp_path / 'five' / 'run'} is inside", str(own_data))
     files.assert_unchanged()
 
 
 def test_main_train_ae_refuses_an_output_folder_inside_its_images(own_data, tiny_dir, tmp_path, capfd):
     files = Files(tmp_path)
-    result = run_main(main_train_ae.main, ["--config", tiny_dir / "autoenc" / "autoencoder_config.yaml", "--data_path",
-                                           own_data, "--output_dir", own_data / "ae", "--train_all", "--device", "cpu"],
-                      capfd)
-    assert_one_line_error(result, "main_train_ae.py", f"--output_dir {own_data / 'ae'} is inside --data_path {own_data}")
+    result = run_main(main_train_ae.main, ["--config", tiny_dir / "autoenc" / "autoencoder_config.yaml",
+                                           "--data_path", own_data, "--output_dir", own_data / "ae", "--train_all",
+                                           "--init_steps", "1", "--batch_size", "2", "--device", "cpu"], capfd)
+    assert_one_line_error(result, "main_train_ae.py",
+                          f"--output_dir {own_data / 'ae'} is inside --data_path {own_data}")
     files.assert_unchanged()
 
 
 def test_main_sweep_refuses_an_output_folder_inside_its_reference_images(tmp_path, capfd):
     reference = tmp_path / "reference"
-    _png(reference / "a.png")
+    for i in range(4):  # precision and recall need four
+        _png(reference / f"{i}.png", 60 * i, size=32)
     files = Files(tmp_path)
     result = run_main(main_sweep.main, ["--checkpoint", REPO / "tests" / "fixtures" / "tiny_2x", "--reference",
                                         reference, "--features", "digits", "--output_dir", reference / "sweep",
