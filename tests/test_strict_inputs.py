@@ -278,3 +278,15 @@ def test_an_imagefolder_named_as_a_dataset_is_told_to_say_dataset_imagefolder(na
     line = assert_one_line_error(result, "main.py", str(folder / layout_file), "--dataset imagefolder")
     assert "set class_cond: false" not in line
     files.assert_unchanged()
+
+
+def test_a_link_from_a_class_up_to_the_data_folder_adds_no_image_to_that_class(tmp_path):
+    root = tmp_path / "train"
+    _png(root / "0" / "x.png")
+    _png(root / "1" / "y.png")
+    _png(root / "1" / "deeper" / "z.png")
+    os.symlink(root, root / "0" / "up")
+    _png(root / "loose.png")  # beside the classes: ImageFolder reads none
+    data = TenCropImageFolder(root, 32)
+    assert [(Path(p).relative_to(root).as_posix(), label) for p, label in data.samples] == [
+        ("0/x.png", 0), ("1/y.png", 1), ("1/deeper/z.png", 1)]

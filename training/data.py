@@ -80,12 +80,20 @@ def image_folder_samples(root, num_classes: int | None = None) -> tuple[list, li
     if num_classes is not None and len(classes) != num_classes:
         raise ValueError(f"{root} has {len(classes)} class folders but the config's model.num_classes is "
                          f"{num_classes}")
+    label_of = {name: label for label, name in enumerate(classes)}
     samples = []
+    # One listing of the whole folder, so that a link from a class back up (to the data folder) adds
+    # no other class's images to it; files beside the class folders are not ImageFolder's.
+    for path in list_images(root):
+        parts = path.relative_to(root).parts
+        if len(parts) > 1 and parts[0] in label_of:
+            samples.append((str(path), label_of[parts[0]]))
+    samples.sort(key=lambda sample: sample[1])  # stable: torchvision's order, one class after another
+    found = {label for _, label in samples}
     for label, name in enumerate(classes):
-        found = list_images(root / name)
-        if not found:
-            raise FileNotFoundError(f"{root / name}: no images ({', '.join(IMAGE_EXTENSIONS)})")
-        samples += [(str(path), label) for path in found]
+        if label not in found:
+            raise FileNotFoundError(f"{root / name}: no images ({', '.join(IMAGE_EXTENSIONS)}; a folder reached "
+                                    f"through a link is listed once, under its first path)")
     if not samples:
         raise FileNotFoundError(f"{root}: no class folders with images")
     return classes, samples
