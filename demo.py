@@ -20,9 +20,7 @@ import logging  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import yaml  # noqa: E402
-
-from common.cli import fail, one_line_errors  # noqa: E402
+from common.cli import one_line_errors  # noqa: E402
 from common.config import ArgumentParser, add_arguments, command_line, given_options, make  # noqa: E402
 from digits_demo.config import REPO, DemoConfig  # noqa: E402
 from digits_demo.pipeline import run_demo  # noqa: E402
@@ -43,10 +41,7 @@ def main(argv=None) -> int:
     with one_line_errors(PROG):
         config = make(DemoConfig, command_line(given_options(get_args_parser(), argv)))
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-        try:
-            report = (run_study if config.study else run_demo)(config, argv)
-        except yaml.YAMLError as e:  # a config that is no YAML
-            fail(PROG, e)
+        report = (run_study if config.study else run_demo)(config, argv)
         print((study_summary if config.study else summary)(report), flush=True)
         if config.update_readme:
             for path in (publish_study if config.study else publish)(Path(config.output_dir), REPO):

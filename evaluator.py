@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.cli import one_line_errors
-from common.config import ArgumentParser, add_arguments, command_line, given_options, make, option
+from common.config import (ArgumentParser, add_arguments, command_line, expand_path, given_options, make,
+                           option)
 from common.files import check_new_file, new_file_text
 from evaluation import FEATURES, evaluate, label_of_key
 from evaluation.inception import GRAPH_NAME
@@ -22,16 +23,17 @@ PROG = "evaluator.py"
 @dataclass
 class EvaluatorConfig:
     inception_graph: str | None = option(f"path to {GRAPH_NAME}", None,
-                                         default_text="cached copy, downloaded once")
-    output_file: str | None = option("also write the results to this new file", None)
+                                         default_text="cached copy, downloaded once", path=True)
+    output_file: str | None = option("also write the results to this new file", None, path=True)
     batch_size: int = option("images per forward pass", 64, ge=1)
     save_stats: str | None = option("write REF's statistics (mu, sigma, mu_s, sigma_s, pool, radii, image size, "
-                                    "feature network) to this new npz, usable as REF", None)
+                                    "feature network) to this new npz, usable as REF", None, path=True)
     features: str = option("feature network: inception (ADM's; numbers compare with published ones) or digits "
                            "(a classifier of demo.py's 32 px digits; its metrics are named Digits FID, ...)",
                            "inception", choices=FEATURES)
     reference_cache: str | None = option("folder where REF's statistics are kept by its content and the feature "
-                                         "network, computed on the first use and read from there afterwards", None)
+                                         "network, computed on the first use and read from there afterwards", None,
+                                         path=True)
 
     def validate(self):
         if self.inception_graph is not None and self.features != "inception":
@@ -49,9 +51,10 @@ class EvaluatorConfig:
 
 def get_args_parser() -> ArgumentParser:
     parser = ArgumentParser(PROG, description=__doc__.split("\n\n")[0])
-    parser.add_argument("ref", help="reference batch: npz (arr_0 uint8 NHWC, optional mu/sigma/mu_s/sigma_s), "
-                                    "image folder or a --save_stats npz")
-    parser.add_argument("sample", help="sample batch: npz or folder of image/.npy files")
+    parser.add_argument("ref", type=expand_path,
+                        help="reference batch: npz (arr_0 uint8 NHWC, optional mu/sigma/mu_s/sigma_s), image folder or "
+                             "a --save_stats npz")
+    parser.add_argument("sample", type=expand_path, help="sample batch: npz or folder of image/.npy files")
     return add_arguments(parser, EvaluatorConfig)
 
 

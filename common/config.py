@@ -12,11 +12,16 @@ dict, `X | None`, `list[X]` or `X | list[X]`. From the dataclass come
   `--name/--no-name`; lists as several values or one comma-separated value; aliases as further option
   strings. Only the options given appear in the parsed namespace, so the command line overrides exactly
   what it names.
+
+A field declared with `path=True` is a file or folder: a leading `~` is the user's home, expanded where the
+value enters (`expand_path`: the option's argparse type, and `build` for YAML and keyword values), so that a
+config's `output_dir: ~/runs` is not a folder literally named `~`.
 """
 import argparse
 import copy
 import dataclasses
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass
@@ -33,15 +38,16 @@ class ConfigError(ValueError):
 
 def option(help: str, default=dataclasses.MISSING, *, choices=None, aliases=(), ge=None, gt=None, le=None,
            lt=None, default_text: str | None = None, cli: bool = True, hidden: bool = False,
-           negative_aliases=(), metavar: str | None = None):
+           negative_aliases=(), metavar: str | None = None, path: bool = False):
     """A config field. `aliases`: further names (YAML keys and --options) of the same field;
     `negative_aliases`: extra --options that set a bool field to false; `ge/gt/le/lt`: bounds of a
     number (of every item of a list); `default_text`: what the default means where the value alone
-    would not say it (e.g. None); `cli=False`: not a command-line option; `hidden`: not in --help."""
+    would not say it (e.g. None); `cli=False`: not a command-line option; `hidden`: not in --help; `path`:
+    a file or folder (each value's leading ~ expanded)."""
     metadata = {"help": help, "choices": tuple(choices) if choices else None, "aliases": tuple(aliases),
                 "bounds": {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None},
                 "default_text": default_text, "cli": cli, "hidden": hidden,
-                "negative_aliases": tuple(negative_aliases), "metavar": metavar}
+                "negative_aliases": tuple(negative_aliases), "metavar": metavar, "path": path}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -193,6 +199,17 @@ def _show(value) -> str:
     return repr(value)
 
 
+def expand_path(text: str) -> str:
+    """A path as typed or written in a config, with a leading ~ (or ~user) made the home folder."""
+    return os.path.expanduser(text)
+
+
+def _expanded(value, f: dataclasses.Field):
+    if not f.metadata.get("path") or value is None:
+        return value
+    return [expand_path(v) for v in value] if isinstance(value, list) else expand_path(value)
+
+
 def check_value(value, f: dataclasses.Field, where: str):
     """The field's choices and bounds, for a value or every item of a list."""
     items = value if isinstance(value, list) else [value]
@@ -227,7 +244,7 @@ def build(cls, *layers: Layer, exclude=()) -> dict:
                                   f"give one of them")
             seen[name] = key
             where = layer.where(key)
-            values[name] = coerce(value, kinds[name], where, layer.from_text)
+            values[name] = _expanded(coerce(value, kinds[name], where, layer.from_text), fields[name])
             check_value(values[name], fields[name], where)
     missing = [name for name, f in fields.items() if name not in values and default_of(f) is dataclasses.MISSING
                and name not in exclude]
@@ -294,6 +311,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls, exclude=()) -> argparse.
         hidden = f.metadata.get("hidden")
         kwargs = {"dest": name, "default": argparse.SUPPRESS,
                   "help": argparse.SUPPRESS if hidden else help_text(f)}
+        if f.metadata.get("path"):  # before any use, as the scripts read some (--config, --resume) first
+            kwargs["type"] = expand_path
         choices = f.metadata.get("choices")
         if kind.base is bool and not (kind.is_list or kind.scalar_or_list):
             kwargs["action"] = argparse.BooleanOptionalAction

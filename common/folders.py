@@ -27,3 +27,13 @@ def folder_contents(folder) -> list[str]:
 def shown(names: list[str]) -> str:
     """The first few names, for a message."""
     return ", ".join(names[:NAMES_SHOWN]) + (", ..." if len(names) > NAMES_SHOWN else "")
+
+
+def check_outside(folder, option: str, data, data_option: str):
+    """ValueError naming both when the output folder `folder` (made yet or not) is the data folder `data`
+    or inside it: what a run writes there would be read back as its data (a new class, its own sample
+    grids as training images). Links are resolved, so no other spelling of the path gets in."""
+    real_folder, real_data = Path(os.path.realpath(folder)), Path(os.path.realpath(data))
+    if real_folder == real_data or real_data in real_folder.parents:
+        raise ValueError(f"{option} {folder} is inside {data_option} {data}: what the run writes there would be "
+                         f"read as data; choose a folder outside it")

@@ -6,14 +6,20 @@ autoencoder's images (train_ae_codebook/images.py), inline-FID reference folders
 
 * Which files: those ending in torchvision ImageFolder's extensions (any case), found recursively,
   following links to folders, in torchvision's order (folders by path, then files by name), so
-  that image indices match the published implementation's ImageFolder.
+  that image indices match the published implementation's ImageFolder. Each real folder is listed
+  once, under the first of its paths in that order: a link back to a folder above (a loop) would
+  otherwise list its images again at every depth the system resolves (about 40). A name with an
+  image extension that is not a regular file (a FIFO, which would block its reader forever, a
+  socket, a device) is refused: `ImageError`, naming it.
 * Which pixels: 8-bit RGB. Greyscale, palette and CMYK images are converted; an alpha channel is
   dropped (as torchvision's and ADM's loaders do). 16-bit greyscale is scaled to 8 bits
   (round(v / 257)), where PIL's own conversion would clip everything above 255 to white; PIL reads
   16-bit colour images as their high bytes. Images of 32-bit integers or floating-point values have
   no fixed white level and are refused, as are files PIL cannot decode: `ImageError`, naming the file.
 """
+import heapq
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -32,9 +38,53 @@ class ImageError(ValueError):
 
 
 def list_images(root, extensions: tuple = IMAGE_EXTENSIONS) -> list[Path]:
-    """Every file under `root` ending in one of `extensions` (lower case), in ImageFolder's order."""
-    return [Path(folder) / name for folder, _, names in sorted(os.walk(root, followlinks=True))
-            for name in sorted(names) if name.lower().endswith(extensions)]
+    """Every file under `root` ending in one of `extensions` (lower case), in ImageFolder's order
+    (sorted(os.walk(root, followlinks=True)), without the folders already listed)."""
+    found, seen = [], set()
+    pending = [os.fspath(root)]
+    while pending:
+        # A folder's path sorts after its parent's, so the heap yields folders in the listing's order
+        # and the first path of a real folder to come out is the one that lists it.
+        folder = heapq.heappop(pending)
+        try:
+            with os.scandir(folder) as entries:
+                entries = sorted(entries, key=lambda e: e.name)
+            real = os.stat(folder)
+        except OSError:  # as os.walk: a folder that cannot be read lists nothing
+            continue
+        if (real.st_dev, real.st_ino) in seen:
+            continue
+        seen.add((real.st_dev, real.st_ino))
+        for entry in entries:
+            if _is_folder(entry):
+                heapq.heappush(pending, entry.path)
+            elif entry.name.lower().endswith(extensions):
+                _check_regular(entry)
+                found.append(Path(entry.path))
+    return found
+
+
+def _is_folder(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()  # follows a link
+    except OSError:
+        return False
+
+
+def _check_regular(entry: os.DirEntry):
+    """A file, or a link to one; a link to nothing passes (reading it is an ImageError naming it)."""
+    if entry.is_file():  # from the folder listing's file types: no system call for most entries
+        return
+    try:
+        mode = entry.stat().st_mode
+    except OSError:
+        return
+    if not stat.S_ISREG(mode):
+        raise _not_regular(entry.path)
+
+
+def _not_regular(path) -> ImageError:
+    return ImageError(f"{path}: not a regular file (images are read from files only)")
 
 
 def _to_rgb(img: Image.Image, path) -> Image.Image:
@@ -50,6 +100,8 @@ def _to_rgb(img: Image.Image, path) -> Image.Image:
 def load_rgb(path) -> Image.Image:
     """The image at `path` as 8-bit RGB."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # listed files are checked; CelebA's and Food101's not
+            raise _not_regular(path)
         with Image.open(path) as img:
             return _to_rgb(img, path)
     except ImageError:

@@ -16,7 +16,7 @@ GENERATOR_DIR = "generator"  # the demo's model: <output_dir>/generator (app.py 
 
 @dataclass
 class DemoConfig:
-    output_dir: str = option("output folder", "outputs/demo")
+    output_dir: str = option("output folder", "outputs/demo", path=True)
     force: bool = option("redo every stage instead of reusing finished ones", False)
     seed: int = option("seeds the data split, both trainings and the samples", 0, ge=0)
     threads: int = option("torch CPU threads", 2, ge=1)
@@ -24,10 +24,10 @@ class DemoConfig:
     val_fraction: float = option("held-out share of the digits", 0.2, gt=0, lt=1)
     autoencoder_config: str = option("autoencoder config (its args: section is the autoencoder recipe)",
                                      str(REPO / "train_ae_codebook" / "autoencoder_config_digits.yaml"),
-                                     default_text="train_ae_codebook/autoencoder_config_digits.yaml")
+                                     default_text="train_ae_codebook/autoencoder_config_digits.yaml", path=True)
     generator_config: str = option("generator config (autoencoder paths relative to the output folder)",
                                    str(REPO / "configs" / "config_digits.yaml"),
-                                   default_text="configs/config_digits.yaml")
+                                   default_text="configs/config_digits.yaml", path=True)
     samples_per_class: int = option("generated digits per class", 30, ge=1)
     cfg: float = option("classifier-free guidance weight", 2.5, ge=0)
     cfg_start_step: int = option("first guided step", 1, ge=0)

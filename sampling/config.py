@@ -24,10 +24,10 @@ DEFAULT_NUM_SAMPLES = 16
 @dataclass
 class SampleConfig:
     checkpoint: str | None = option("checkpoint file or model folder (published layout, with config.yaml)", None,
-                                    default_text="required; in code, it may name a model passed to sample()")
+                                    default_text="required; in code, it may name a model passed to sample()", path=True)
     output_dir: str | None = option("folder of this run: samples.npz, grid.png, the figures, sampling.json and "
                                     "the resumable shards", None,
-                                    default_text="required, except with --calculate_flops")
+                                    default_text="required, except with --calculate_flops", path=True)
     use_ema: bool = option("sample with the checkpoint's model_ema weights", False)
     cfg: float | None = option("classifier-free guidance weight (0: none)", None, ge=0,
                                default_text=f"{DEFAULT_CFG} for a class-conditional model, as published; else 0")

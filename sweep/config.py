@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 
 from common.config import option, recheck
+from common.folders import check_outside
 from evaluation.features import FEATURES
 from evaluation.inception import GRAPH_NAME
 from sampling.config import SampleConfig
@@ -25,11 +26,11 @@ SEARCH_SAMPLES = 10_000  # the guidance search's sample count (as RandAR's searc
 @dataclass
 class SweepConfig:
     checkpoint: list[str] = option("model folders or checkpoint files (published layout, with config.yaml); each "
-                                   "is swept over the whole grid", metavar="CHECKPOINT")
+                                   "is swept over the whole grid", metavar="CHECKPOINT", path=True)
     reference: str = option("reference batch (ADM layout npz, image folder or a statistics file), e.g. "
-                            "VIRTUAL_imagenet256_labeled.npz")
+                            "VIRTUAL_imagenet256_labeled.npz", path=True)
     output_dir: str = option("the sweep's folder: sweep.json, results.csv/.json, best_guidance.md/.csv, the plots, "
-                             "reference_cache/ and points/<model>/<point>/")
+                             "reference_cache/ and points/<model>/<point>/", path=True)
     cfg: list[str] = option("guidance weights and ranges start:stop:step (inclusive of stop), e.g. 1.0:2.0:0.1 "
                             "or 1.25,1.5,2.0", metavar="CFG")
     steps_per_scale: list[str] = option("steps-per-scale settings, e.g. 2,4,8; one value per scale joined by "
@@ -40,7 +41,8 @@ class SweepConfig:
                                  "guidance and evaluate them", None, ge=1, default_text="no confirmation")
     features: str = option("feature network of the metrics: inception (ADM's) or digits (demo.py's digits; "
                            "its metrics are named Digits FID, ...)", "inception", choices=FEATURES)
-    inception_graph: str | None = option(f"path to {GRAPH_NAME}", None, default_text="cached copy, downloaded once")
+    inception_graph: str | None = option(f"path to {GRAPH_NAME}", None, default_text="cached copy, downloaded once",
+                                         path=True)
     cfg_start_step: int = option("first guided step, counted over all scales", 5, ge=0)
     temperature: float = option("sampling temperature (0: argmax)", 1.0, ge=0)
     seed: int = option("sample i of every point draws from a generator seeded with seed*1000003+i", 0, ge=0,
@@ -75,6 +77,8 @@ class SweepConfig:
             raise FileNotFoundError(f"--reference {self.reference} not found")
         if os.path.exists(self.output_dir) and not os.path.isdir(self.output_dir):
             raise ValueError(f"--output_dir {self.output_dir} is a file, not a folder")
+        if os.path.isdir(self.reference):  # its plots are images, and a rerun reads the reference again
+            check_outside(self.output_dir, "--output_dir", self.reference, "--reference")
 
     def cfg_values(self) -> list[float]:
         return cfg_values(self.cfg)

@@ -18,10 +18,11 @@ from .images import ImageFiles, image_at_scale
 
 @dataclass
 class AEEvalConfig:
-    data_path: str = option("folder searched recursively for images")
-    autoenc_dir: str | None = option(f"folder with {CONFIG_NAME} and {CHECKPOINT_NAME}", None)
-    config: str | None = option("autoencoder config", None, default_text=f"<autoenc_dir>/{CONFIG_NAME}")
-    checkpoint: str | None = option("autoencoder checkpoint", None, default_text=f"<autoenc_dir>/{CHECKPOINT_NAME}")
+    data_path: str = option("folder searched recursively for images", path=True)
+    autoenc_dir: str | None = option(f"folder with {CONFIG_NAME} and {CHECKPOINT_NAME}", None, path=True)
+    config: str | None = option("autoencoder config", None, default_text=f"<autoenc_dir>/{CONFIG_NAME}", path=True)
+    checkpoint: str | None = option("autoencoder checkpoint", None, default_text=f"<autoenc_dir>/{CHECKPOINT_NAME}",
+                                    path=True)
     img_size: int | None = option("image size", None, ge=1, default_text="the config's resolution")
     scales: list[int] | None = option("comma-separated latent sizes; the largest must be img_size / stride", None,
                                       ge=1, default_text="the ratio-2 pyramid down to 1")
@@ -30,7 +31,7 @@ class AEEvalConfig:
                                     default_text="all")
     num_workers: int = option("data loader worker processes", 4, ge=0)
     device: str | None = option("cuda, cuda:N or cpu", None, default_text="cuda when available")
-    output_file: str | None = option("also write the results as JSON to this new file", None)
+    output_file: str | None = option("also write the results as JSON to this new file", None, path=True)
 
     def validate(self):
         recheck(self)

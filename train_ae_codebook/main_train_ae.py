@@ -13,7 +13,7 @@ Writes <output_dir>/autoencoder_config.yaml + checkpoint.pth; rerunning resumes 
 <output_dir>/checkpoint-last.pth.
 """
 from common.cli import EXIT_FAILED, one_line_errors
-from common.config import ArgumentParser, add_arguments, given_options
+from common.config import ArgumentParser, add_arguments, expand_path, given_options
 from models.checkpoint import read_config
 from train_ae_codebook.train_config import AETrainConfig, make_config
 from train_ae_codebook.training import AutoencoderRun
@@ -23,7 +23,7 @@ PROG = "main_train_ae.py"
 
 def get_args_parser() -> ArgumentParser:
     p = ArgumentParser(PROG, description="Requantize a VQ autoencoder's codebook or train one from scratch")
-    p.add_argument("--config", required=True, metavar="FILE",
+    p.add_argument("--config", required=True, metavar="FILE", type=expand_path,
                    help="autoencoder_config.yaml (model.params; its optional args: section sets defaults)")
     return add_arguments(p, AETrainConfig)
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.config import ConfigError, Layer, make, option, recheck, yaml_section
+from common.folders import check_outside
 
 RECON_LOSSES = ("l1", "l2")
 REQUIRED = "required: here or in the config's args: section"
@@ -13,12 +14,14 @@ REQUIRED = "required: here or in the config's args: section"
 
 @dataclass
 class AETrainConfig:
-    config_path: str = option("autoencoder_config.yaml (`model.params`, optional `args:` defaults)", cli=False)
-    data_path: str = option("folder searched recursively for images", default_text=REQUIRED)
-    output_dir: str = option("where autoencoder_config.yaml, checkpoint.pth and logs go", default_text=REQUIRED)
+    config_path: str = option("autoencoder_config.yaml (`model.params`, optional `args:` defaults)", cli=False,
+                              path=True)
+    data_path: str = option("folder searched recursively for images", default_text=REQUIRED, path=True)
+    output_dir: str = option("where autoencoder_config.yaml, checkpoint.pth and logs go", default_text=REQUIRED,
+                             path=True)
     init_checkpoint: str | None = option("LlamaGen vq_ds16_c2i.pt (or one of our checkpoint.pth): encoder and "
                                          "decoder weights; its codebook is ignored. Required unless --train_all",
-                                         None)
+                                         None, path=True)
     train_all: bool = option("train encoder, decoder and codebook from scratch (small datasets) instead of "
                              "requantizing (the codebook alone)", False)
     n_embed: int | None = option("codebook size", None, ge=1, default_text="the config's")
@@ -36,7 +39,7 @@ class AETrainConfig:
                                      ge=1)
     recon_loss: str = option("reconstruction loss (train_all only)", "l1", choices=RECON_LOSSES)
     perceptual_weights: str | None = option("local torchvision VGG16 weights file: adds a perceptual loss "
-                                            "(train_all only)", None)
+                                            "(train_all only)", None, path=True)
     perceptual_weight: float = option("weight of the perceptual loss", 1.0, ge=0)
     log_every: int = option("steps between logged statistics", 50, ge=1)
     save_every: int = option("steps between checkpoints", 1000, ge=1)
@@ -53,6 +56,7 @@ class AETrainConfig:
         if not self.train_all and self.perceptual_weights is not None:
             raise ConfigError("perceptual_weights only applies with train_all (requantization has no "
                               "reconstruction loss)")
+        check_outside(self.output_dir, "--output_dir", self.data_path, "--data_path")  # images are found recursively
 
     def total_steps(self, num_images: int) -> int:
         return math.ceil(self.epochs * num_images / self.batch_size)

@@ -6,13 +6,15 @@ not have (compile, precision, grad_checkpointing, the token-cache settings, ...)
 """
 import argparse
 import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from common.config import ConfigError, Layer, make, option, yaml_section
+from common.folders import check_outside
 from common.lr_schedule import SCHEDULES
 from models.checkpoint import checkpoint_paths, read_config
-from training.data import DATASETS, dataset_for_path
+from training.data import DATASETS, dataset_for_path, image_root
 
 OPTIMIZERS = ("adamw", "adam")
 PRECISIONS = ("bf16", "fp16", "fp32")
@@ -27,10 +29,10 @@ RUN_ONLY_KEYS = ("config", "output_dir", "resume", "weights_init", "create_cache
 @dataclass
 class TrainConfig:
     config: str | None = option("YAML file with `model:` and `args:` sections", None, metavar="FILE",
-                                default_text="with --resume, the resumed folder's config.yaml")
+                                default_text="with --resume, the resumed folder's config.yaml", path=True)
     # ---- data
     data_path: str = option("training data: an ImageFolder root (images in <data_path>/train/<class>/), or "
-                            "torchvision's CelebA or Food101 layout (see --dataset)", "./data/imagenet")
+                            "torchvision's CelebA or Food101 layout (see --dataset)", "./data/imagenet", path=True)
     dataset: str | None = option("how data_path is laid out", None, choices=DATASETS,
                                  default_text="celeba if the data folder is named celeba, food101 if named "
                                               "food101, else imagefolder (the published rule)")
@@ -41,9 +43,9 @@ class TrainConfig:
     # ---- output
     output_dir: str | None = option("folder for checkpoints, config.yaml, args.yaml, logs and samples", None,
                                     default_text="with --resume, the resumed folder; else a new "
-                                                 "<output_root>/<date-time>-<random id>")
-    output_root: str = option("where runs without --output_dir get their new folder", "./outputs")
-    log_dir: str | None = option("TensorBoard event folder", None, default_text="<output_dir>/tensorboard")
+                                                 "<output_root>/<date-time>-<random id>", path=True)
+    output_root: str = option("where runs without --output_dir get their new folder", "./outputs", path=True)
+    log_dir: str | None = option("TensorBoard event folder", None, default_text="<output_dir>/tensorboard", path=True)
     progress: bool = option("show tqdm progress bars", True)
     wandb_project: str | None = option("also log the training statistics and sample grids to this Weights & Biases "
                                        "project (wandb's settings apply: `wandb login`, WANDB_MODE=offline, "
@@ -66,8 +68,9 @@ class TrainConfig:
                                 "(resumable), then stop unless --use_cache is given", False)
     use_cache: bool = option("train from the token cache instead of encoding images on the fly", False)
     cached_path: str = option("root folder of token caches: a cache is <cached_path>/<dataset name>/train/"
-                              "token_cache_<size>px_<scales>", "./data/cached")
-    cache_path: str | None = option("the token cache folder itself, instead of the one under cached_path", None)
+                              "token_cache_<size>px_<scales>", "./data/cached", path=True)
+    cache_path: str | None = option("the token cache folder itself, instead of the one under cached_path", None,
+                                    path=True)
     cache_shard_size: int = option("images per cache shard (the unit of resuming an interrupted --create_cache)",
                                    10000, ge=1)
     cache_batch_size: int = option("images per encoder batch while creating the cache (each gives ten crops)",
@@ -107,9 +110,10 @@ class TrainConfig:
     ema_rate: float = option("EMA decay per optimizer step", 0.9999, ge=0, lt=1)
     # ---- checkpoints
     resume: str | None = option("checkpoint file or folder to continue from (model, EMA, optimizer, scaler, "
-                                "epoch, data order); takes precedence over weights_init", None)
+                                "epoch, data order); takes precedence over weights_init", None, path=True)
     weights_init: str | None = option("checkpoint file or folder whose model weights start a new run (position "
-                                      "tables of another scale ratio are copied for the scales both have)", None)
+                                      "tables of another scale ratio are copied for the scales both have)", None,
+                                      path=True)
     save_last_freq: int = option("write checkpoint-last.pth every this many epochs and after the last one", 1,
                                  ge=1)
     save_freq: int = option("also keep checkpoint-<epoch>.pth every this many epochs and after the last one", 10,
@@ -124,12 +128,12 @@ class TrainConfig:
     eval_reference_data_path: str | None = option(
         "reference images for inline FID/IS: a folder of images (searched recursively) or an .npz with arr_0",
         None, default_text="<data_path>/eval_reference/<img_size> if that folder exists (the published layout), "
-                           "else no inline FID/IS")
+                           "else no inline FID/IS", path=True)
     eval_inception_weights: str | None = option("torch-fidelity Inception weights file; without it inline "
                                                 "FID/IS is skipped", None,
-                                                default_text="torch hub's checkpoints folder")
+                                                default_text="torch hub's checkpoints folder", path=True)
     samples_output_dir: str | None = option("folder for the inline evaluation's sample files", None,
-                                            default_text="output_dir")
+                                            default_text="output_dir", path=True)
     keep_samples: int = option("non-zero: keep the inline evaluation's samples (all of them, as the published "
                                "code does) as samples_ep<epoch>_cfg<cfg>/rank<r>.npy", 0, ge=0)
     samples_only: bool = option("inline evaluation draws the samples but computes no FID/IS", False)
@@ -176,6 +180,24 @@ class TrainConfig:
         if not self.resume and self.start_epoch >= self.epochs:
             raise ConfigError(f"start_epoch {self.start_epoch} must be < epochs {self.epochs} (a new run would train "
                               f"nothing)")
+        self.check_outputs_outside_data()
+
+    def check_outputs_outside_data(self):
+        """No folder the run writes into lies in the folder its images are listed from, nor in a folder of
+        reference images."""
+        images = image_root(self.data_path, self.resolved_dataset())
+        inputs = {"--data_path" if images == Path(self.data_path) else "the training images of --data_path": images}
+        if self.eval_reference_data_path and os.path.isdir(self.eval_reference_data_path):
+            inputs["--eval_reference_data_path"] = self.eval_reference_data_path
+        outputs = {"--log_dir": self.log_dir, "--samples_output_dir": self.samples_output_dir}
+        if self.output_dir or not self.resume:  # else the resumed folder, checked when it was made
+            outputs["--output_dir" if self.output_dir else "--output_root"] = self.output_dir or self.output_root
+        if self.create_cache:
+            outputs["--cache_path" if self.cache_path else "--cached_path"] = self.cache_path or self.cached_path
+        for option_name, folder in outputs.items():
+            for data_option, data in inputs.items():
+                if folder:
+                    check_outside(folder, option_name, data, data_option)
 
     # ---- derived values ------------------------------------------------------------------------
     def resolved_lr(self, world_size: int) -> float:

@@ -22,6 +22,9 @@ NUM_CROPS = 10
 DATASETS = ("imagefolder", "celeba", "food101")
 NO_LABEL = -1  # the label of every image of a dataset without classes (CelebA)
 CELEBA_TRAIN = "0"  # list_eval_partition.txt: 0 train, 1 valid, 2 test
+# The published rule reads a folder named celeba or food101 as that dataset: an ImageFolder of that name
+# must say so.
+IMAGEFOLDER_HINT = "for an ImageFolder (<data_path>/train/<class>/<image>) pass --dataset imagefolder"
 DECODE_TRIES = 16  # images decoded before training starts, to refuse a folder of which none decodes
 
 
@@ -77,12 +80,20 @@ def image_folder_samples(root, num_classes: int | None = None) -> tuple[list, li
     if num_classes is not None and len(classes) != num_classes:
         raise ValueError(f"{root} has {len(classes)} class folders but the config's model.num_classes is "
                          f"{num_classes}")
+    label_of = {name: label for label, name in enumerate(classes)}
     samples = []
+    # One listing of the whole folder, so that a link from a class back up (to the data folder) adds
+    # no other class's images to it; files beside the class folders are not ImageFolder's.
+    for path in list_images(root):
+        parts = path.relative_to(root).parts
+        if len(parts) > 1 and parts[0] in label_of:
+            samples.append((str(path), label_of[parts[0]]))
+    samples.sort(key=lambda sample: sample[1])  # stable: torchvision's order, one class after another
+    found = {label for _, label in samples}
     for label, name in enumerate(classes):
-        found = list_images(root / name)
-        if not found:
-            raise FileNotFoundError(f"{root / name}: no images ({', '.join(IMAGE_EXTENSIONS)})")
-        samples += [(str(path), label) for path in found]
+        if label not in found:
+            raise FileNotFoundError(f"{root / name}: no images ({', '.join(IMAGE_EXTENSIONS)}; a folder reached "
+                                    f"through a link is listed once, under its first path)")
     if not samples:
         raise FileNotFoundError(f"{root}: no class folders with images")
     return classes, samples
@@ -105,13 +116,14 @@ def celeba_samples(root, num_classes: int | None = None) -> tuple[None, list]:
     """(None, [(path, NO_LABEL)]) of the training split of torchvision's CelebA layout:
     <root>/list_eval_partition.txt and <root>/img_align_celeba/<image>. CelebA has no classes."""
     root = Path(root)
+    partition = root / "list_eval_partition.txt"
+    if not partition.is_file():  # first: a folder of another layout is no CelebA, whatever the model
+        raise FileNotFoundError(f"CelebA partition file not found: {partition} (expected torchvision's layout: "
+                                f"<data_path>/list_eval_partition.txt and <data_path>/img_align_celeba/; "
+                                f"{IMAGEFOLDER_HINT})")
     if num_classes is not None:
         raise ValueError(f"{root}: CelebA has no class labels, but the config's model.class_cond is true "
                          f"(set class_cond: false and num_classes: 0 for an unconditional model)")
-    partition = root / "list_eval_partition.txt"
-    if not partition.is_file():
-        raise FileNotFoundError(f"CelebA partition file not found: {partition} (expected torchvision's layout: "
-                                f"<data_path>/list_eval_partition.txt and <data_path>/img_align_celeba/)")
     samples = []
     for number, line in enumerate(partition.read_text().splitlines(), 1):
         fields = line.split()
@@ -133,7 +145,8 @@ def food101_samples(root, num_classes: int | None = None) -> tuple[list, list]:
     meta = base / "meta" / "train.json"
     if not meta.is_file():
         raise FileNotFoundError(f"Food101 split file not found: {meta} (expected torchvision's layout: "
-                                f"<data_path>/food-101/meta/train.json and <data_path>/food-101/images/)")
+                                f"<data_path>/food-101/meta/train.json and <data_path>/food-101/images/; "
+                                f"{IMAGEFOLDER_HINT})")
     listing = read_json(meta, dict, "a mapping of class names to lists of images")
     if not all(isinstance(v, list) for v in listing.values()):
         raise ValueError(f"{meta}: expected a mapping of class names to lists of images")
