@@ -44,6 +44,18 @@ def remove_temporaries(folder) -> list[Path]:
     return leftovers
 
 
+@contextmanager
+def naming_file(path):
+    """An OSError inside names `path` when it names no file: a write into an open file (a full disk,
+    a file-size limit) fails with only "[Errno 28] No space left on device"."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None:
+            raise type(e)(e.errno, e.strerror, str(path)) from None
+        raise
+
+
 def _commit(tmp: Path, path: Path) -> None:
     # Without the fsync a crash soon after the rename can leave an empty target on ext4/xfs.
     # The folder itself is not synced: after a crash the rename may be undone, which leaves the
@@ -59,8 +71,9 @@ def _replace(path, make: Callable[[Path], None]) -> Path:
     path = Path(path)
     tmp = temporary_path(path)
     try:
-        make(tmp)
-        _commit(tmp, path)
+        with naming_file(path):
+            make(tmp)
+            _commit(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
@@ -84,10 +97,37 @@ def atomic_write_text(path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode())
 
 
+class _WriteErrors:
+    """A binary file that keeps the first OSError of its writes: torch.save swallows it and raises a
+    RuntimeError about the file position instead, which names neither the file nor the cause."""
+
+    def __init__(self, f: BinaryIO):
+        self.f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
 def atomic_torch_save(path, obj) -> Path:
     import torch  # here, not on top: evaluator.py writes its files without loading torch
 
-    return atomic_write(path, lambda f: torch.save(obj, f))
+    def write(f: BinaryIO):
+        checked = _WriteErrors(f)
+        try:
+            torch.save(obj, checked)
+        except Exception:
+            if checked.error is not None:
+                raise checked.error from None
+            raise
+
+    return atomic_write(path, write)
 
 
 def atomic_copy(source, path) -> Path:

@@ -524,7 +524,7 @@ def save(run: TrainingRun, epoch: int):
         try:
             save_training_checkpoint(run.output_dir, state, keep)
         except OSError as e:  # a full disk, a lost mount: the files written before are whole (atomic writes)
-            raise CheckpointWriteError(f"writing the epoch {epoch} checkpoint in {run.output_dir} failed "
+            raise CheckpointWriteError(f"writing the epoch {epoch} checkpoint {e.filename or run.output_dir} failed "
                                        f"({e.strerror or e}); {_kept(run)}") from None
     dist_util.barrier()
     run.last_saved_epoch = epoch

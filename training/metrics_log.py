@@ -4,6 +4,7 @@ from pathlib import Path
 
 import torch
 
+from common.files import naming_file
 from common.tensorboard_writer import summary_writer
 
 METRICS_FILE = "metrics.jsonl"
@@ -27,7 +28,7 @@ class MetricsLog:
     def record(self, entry: dict):
         if not self.enabled:
             return
-        with open(self.path, "a") as f:
+        with naming_file(self.path), open(self.path, "a") as f:
             f.write(json.dumps(entry) + "\n")
 
     def image(self, tag: str, image: torch.Tensor, step: int):
