@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
+from common.config import float32_problem
+
 from .checkerboard import block_sizes
 from .generator import CheckerboardGenerator, Conditioning
 from .layout import Layout
@@ -216,6 +218,7 @@ class Sampler:
             raise ValueError(f"generator: {len(generator)} generators for {B} samples (pass one per sample, or one "
                              f"torch.Generator for the batch)")
         plan = self.plan(steps_per_scale)
+        check_guidance_start(cfg, cfg_start_step, len(plan.block_bounds))
         guided = cfg > 0
         cfg_weights = torch.tensor([cfg if guided and t >= cfg_start_step else 0.0
                                     for t in range(len(plan.block_bounds))]).to(device)
@@ -285,7 +288,19 @@ def finite_number(name: str, value, minimum: float = 0.0) -> float:
         number = math.nan
     if isinstance(value, bool) or not math.isfinite(number) or number < minimum:
         raise ValueError(f"{name} must be a finite number >= {minimum:g}, got {value!r}")
+    problem = float32_problem(number)  # the sampler computes in float32
+    if problem:
+        raise ValueError(f"{name} must be {problem}, got {value!r}")
     return number
+
+
+def check_guidance_start(cfg: float, cfg_start_step: int, num_steps: int) -> None:
+    """Guidance that starts after the last step guides nothing: refused, not drawn as unguided samples
+    recorded as guided ones."""
+    if cfg > 0 and cfg_start_step >= num_steps:
+        raise ValueError(f"cfg_start_step {cfg_start_step} is at or beyond the last step: these steps per scale "
+                         f"sample {num_steps} steps (0..{num_steps - 1}), so cfg {cfg:g} would guide none of them; "
+                         f"start guidance below {num_steps}, or sample with cfg 0")
 
 
 def whole_number(name: str, value, minimum: int = 0) -> int:

@@ -1,7 +1,6 @@
 """What a script says when the machine, not the input, stops it (issue 23): a file-size limit or a full
 disk names the file, Ctrl-C says how to resume, an allocation too large names the sizes asked for. Each
 is one line, no traceback, and changes no file that was there."""
-import os
 import resource
 import signal
 import subprocess
