@@ -1,5 +1,6 @@
 """Values that used to give a silent wrong result are refused, naming the value (issue 17): the Sampler's
 arguments, teacher-forced images of another size, and training images none of which decodes."""
+import re
 import shutil
 from dataclasses import replace
 
@@ -10,7 +11,7 @@ import main
 import main_sample
 from cli_check import Files, assert_one_line_error, run_main
 from models import load_model
-from models.sampler import Sampler
+from models.sampler import NonFiniteSamplingError, Sampler
 from train_support import FAST_ARGS, tiny_config
 from training import data as training_data
 from training.config import TrainConfig
@@ -66,6 +67,31 @@ def test_one_generator_per_sample_draws_each_sample_from_its_own(sampler):
 
 def test_guidance_from_the_last_step_is_accepted(sampler):
     sampler.generate(labels=torch.tensor([1]), cfg=3.0, cfg_start_step=3, steps_per_scale=1)
+
+
+@pytest.mark.parametrize("scale, settings, message", [
+    (100.0, dict(cfg=3e38), "non-finite probabilities: cfg 3e+38 makes the guided logits overflow float32"),
+    (1.0, dict(cfg=3e38, temperature=0.01), "non-finite probabilities: temperature 0.01 makes logits / temperature "
+                                            "overflow float32"),
+    (float("nan"), dict(cfg=1.5), "non-finite probabilities: the model's logits are NaN or infinite"),
+])
+def test_non_finite_probabilities_name_the_setting(tiny_dir, scale, settings, message):
+    model = load_model(tiny_dir)
+    logits = model.logits
+    model.logits = lambda h: logits(h) * scale  # the tiny model's logits stay below 2: larger ones overflow sooner
+    with pytest.raises(NonFiniteSamplingError, match=re.escape(message)):
+        Sampler(model).generate(labels=torch.tensor([1, 2]), generator=generators(2), **settings)
+
+
+def test_sampling_into_non_finite_probabilities_is_one_line(tiny_dir, tmp_path, capfd):
+    (tmp_path / "mine.txt").write_text("the user's\n")
+    files = Files(tmp_path)
+    result = run_main(main_sample.main, ["--checkpoint", tiny_dir, "--output_dir", tmp_path / "out", "--device", "cpu",
+                                         "--num_samples", 2, "--cfg", "3e38", "--temperature", "0.01"], capfd)
+    assert_one_line_error(result, "main_sample.py", "temperature 0.01 makes logits / temperature overflow float32",
+                          earlier_lines=True)
+    files.assert_unchanged(new_files=True)
+    assert not (tmp_path / "out" / "samples.npz").exists()
 
 
 def test_a_checkpoint_holding_nan_weights_is_refused_at_load(tiny_dir, tmp_path, capfd):
