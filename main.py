@@ -44,7 +44,7 @@ def how_to_go_on(runs: list) -> str:
     folder = runs[0].output_dir
     if (folder / LAST).is_file():
         return f"resume with: python {PROG} --resume {folder}"
-    return f"no checkpoint was written yet in {folder}: there is nothing to resume"
+    return f"no checkpoint was written yet in {folder}: rerun the same command to start again"
 
 
 def main(argv=None):
