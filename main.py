@@ -12,9 +12,11 @@ with their defaults) and the command line wins; an unknown key is an error. Othe
 """
 import logging
 
-from common.cli import EXIT_BAD_INPUT, EXIT_FAILED, fail, one_line_errors
+from common.cli import EXIT_BAD_INPUT, EXIT_FAILED, fail, interrupt_line, one_line_errors, out_of_memory_line
 from common.config import ArgumentParser, add_arguments, given_options
 from common.distributed import cleanup, get_rank
+from models.checkpoint import width_text
+from training.checkpoint import LAST
 from training.config import TrainConfig
 from training.engine import NoTrainingStepError, NonFiniteLossError, fit, prepare, start_processes, train
 
@@ -35,11 +37,28 @@ def parse_config(argv=None, parser=None) -> TrainConfig:
     return TrainConfig.load(overrides.pop("config", None), command_line=True, **overrides)
 
 
+def how_to_go_on(runs: list) -> str:
+    """After Ctrl-C: the command that resumes the run, if it has a checkpoint."""
+    if not runs:
+        return "training had not started; rerun the command to start it"
+    folder = runs[0].output_dir
+    if (folder / LAST).is_file():
+        return f"resume with: python {PROG} --resume {folder}"
+    return f"no checkpoint was written yet in {folder}: rerun the same command to start again"
+
+
 def main(argv=None):
     parser = get_args_parser()
     with one_line_errors(PROG, EXIT_BAD_INPUT):
         config = parse_config(argv, parser)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    runs = []  # the run once prepared: what Ctrl-C leaves to resume
+    sizes = lambda: f"{width_text(config.config)} and batch_size {config.batch_size} per process"  # noqa: E731
+    with interrupt_line(PROG, lambda: how_to_go_on(runs)), out_of_memory_line(PROG, sizes):
+        _train(config, runs)
+
+
+def _train(config: TrainConfig, runs: list):
     owns_processes, run = False, None
     try:
         with one_line_errors(PROG, EXIT_BAD_INPUT):  # everything before the first training step
@@ -49,6 +68,7 @@ def main(argv=None):
             run = prepare(config)
             if run is None:  # --create_cache alone
                 return
+            runs.append(run)
         # The inputs were fine: a failure now (a non-finite loss, a full disk) stops the run with the
         # epochs logged so far, and names the checkpoint it leaves.
         with one_line_errors(PROG, EXIT_FAILED):

@@ -8,11 +8,13 @@ Writes `output_dir/samples.npz` (ADM layout: arr_0 uint8 (N, H, W, 3), arr_1 lab
 the figures asked for and `sampling.json` (the settings). The library is sampling/ (run.py's
 `sample`); this script parses the command line and calls it.
 """
+import shlex
 import sys
 
-from common.cli import one_line_errors
+from common.cli import interrupt_line, one_line_errors, out_of_memory_line
 from common.config import ArgumentParser, add_arguments, command_line, given_options, make
 from common.distributed import cleanup, init_distributed, resolve_device
+from models.checkpoint import checkpoint_paths, width_text
 from sampling.config import SampleConfig
 from sampling.flops import flops_per_sample
 from sampling.run import load_for_sampling, sample
@@ -27,11 +29,29 @@ def get_args_parser() -> ArgumentParser:
     return p
 
 
+def sizes(config: SampleConfig) -> str:
+    try:
+        width = width_text(checkpoint_paths(config.checkpoint)[1])
+    except (OSError, TypeError):
+        width = "this model"
+    return f"{width} and --batch_size {config.batch_size}"
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     values = given_options(get_args_parser(), argv)
     calculate_flops = values.pop("calculate_flops", False)
     with one_line_errors(PROG):
         config = make(SampleConfig, command_line(values))
+    def go_on():  # finished shards are kept: the same command draws only the missing ones
+        return f"the finished shards in {config.output_dir} are kept; resume with: python {PROG} {shlex.join(argv)}"
+
+    with interrupt_line(PROG, go_on), out_of_memory_line(PROG, lambda: sizes(config)):
+        return run(config, calculate_flops)
+
+
+def run(config: SampleConfig, calculate_flops: bool) -> int:
+    with one_line_errors(PROG):
         if calculate_flops:
             config.validate()
             device = resolve_device(config.device)

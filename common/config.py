@@ -30,6 +30,8 @@ from pathlib import Path
 from common.cli import fail
 
 NONE_WORDS = ("none", "null")  # on the command line, unset an optional value
+FLOAT32_MAX = 3.4028234663852886e38  # the largest finite float32
+FLOAT32_TINY = 1.1754943508222875e-38  # the smallest normal float32: below it 1/x overflows
 
 
 class ConfigError(ValueError):
@@ -38,16 +40,18 @@ class ConfigError(ValueError):
 
 def option(help: str, default=dataclasses.MISSING, *, choices=None, aliases=(), ge=None, gt=None, le=None,
            lt=None, default_text: str | None = None, cli: bool = True, hidden: bool = False,
-           negative_aliases=(), metavar: str | None = None, path: bool = False):
+           negative_aliases=(), metavar: str | None = None, path: bool = False, float32: bool = False):
     """A config field. `aliases`: further names (YAML keys and --options) of the same field;
     `negative_aliases`: extra --options that set a bool field to false; `ge/gt/le/lt`: bounds of a
     number (of every item of a list); `default_text`: what the default means where the value alone
     would not say it (e.g. None); `cli=False`: not a command-line option; `hidden`: not in --help; `path`:
-    a file or folder (each value's leading ~ expanded)."""
+    a file or folder (each value's leading ~ expanded); `float32`: a number used as a float32 (see
+    `float32_problem`)."""
     metadata = {"help": help, "choices": tuple(choices) if choices else None, "aliases": tuple(aliases),
                 "bounds": {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None},
                 "default_text": default_text, "cli": cli, "hidden": hidden,
-                "negative_aliases": tuple(negative_aliases), "metavar": metavar, "path": path}
+                "negative_aliases": tuple(negative_aliases), "metavar": metavar, "path": path,
+                "float32": float32}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -210,6 +214,16 @@ def _expanded(value, f: dataclasses.Field):
     return [expand_path(v) for v in value] if isinstance(value, list) else expand_path(value)
 
 
+def float32_problem(value: float) -> str | None:
+    """What a number used as a float32 must be, when it is not: finite there, and 0 or normal (a
+    subnormal such as 1e-45 has lost its precision, and dividing by it overflows)."""
+    if abs(value) > FLOAT32_MAX:
+        return f"at most {FLOAT32_MAX:.4g} (the largest float32, which it is used as)"
+    if value != 0 and abs(value) < FLOAT32_TINY:
+        return f"0 or at least {FLOAT32_TINY:.4g} (the smallest normal float32, which it is used as)"
+    return None
+
+
 def check_value(value, f: dataclasses.Field, where: str):
     """The field's choices and bounds, for a value or every item of a list."""
     items = value if isinstance(value, list) else [value]
@@ -224,6 +238,9 @@ def check_value(value, f: dataclasses.Field, where: str):
             if not ok:
                 sign = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}[op]
                 raise ConfigError(f"{where} must be {sign} {bound}, got {item!r}")
+        problem = float32_problem(item) if f.metadata.get("float32") else None
+        if problem:
+            raise ConfigError(f"{where} must be {problem}, got {item!r}")
 
 
 # ---- building ------------------------------------------------------------------------------------

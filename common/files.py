@@ -88,6 +88,18 @@ def remove_temporaries(folder) -> list[Path]:
     return dead
 
 
+@contextmanager
+def naming_file(path):
+    """An OSError inside names `path` when it names no file: a write into an open file (a full disk,
+    a file-size limit) fails with only "[Errno 28] No space left on device"."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None:
+            raise type(e)(e.errno, e.strerror, str(path)) from None
+        raise
+
+
 def check_new_file(path, option: str):
     """Refuses at a run's start a results file that exists (ValueError naming `option`), so that the
     work is not done in vain. Only a courtesy: `new_file_write` refuses it again at the end, which is
@@ -200,9 +212,10 @@ def _write(path, make: Callable[[Path], None], commit: Callable[[Path, Path], No
         remove_temporaries(path.parent)
     tmp = temporary_path(path)
     try:
-        make(tmp)
-        journal_file(path)
-        commit(tmp, path)
+        with naming_file(path):
+            make(tmp)
+            journal_file(path)
+            commit(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
@@ -240,10 +253,37 @@ def new_file_text(path, text: str, option: str) -> Path:
     return new_file_write(path, lambda f: f.write(text.encode()), option)
 
 
+class _WriteErrors:
+    """A binary file that keeps the first OSError of its writes: torch.save swallows it and raises a
+    RuntimeError about the file position instead, which names neither the file nor the cause."""
+
+    def __init__(self, f: BinaryIO):
+        self.f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
 def atomic_torch_save(path, obj) -> Path:
     import torch  # here, not on top: evaluator.py writes its files without loading torch
 
-    return atomic_write(path, lambda f: torch.save(obj, f))
+    def write(f: BinaryIO):
+        checked = _WriteErrors(f)
+        try:
+            torch.save(obj, checked)
+        except Exception:
+            if checked.error is not None:
+                raise checked.error from None
+            raise
+
+    return atomic_write(path, write)
 
 
 def atomic_copy(source, path) -> Path:

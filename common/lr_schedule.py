@@ -25,6 +25,9 @@ class LRSchedule:
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown lr schedule {self.schedule!r} ({', '.join(SCHEDULES)})")
+        if self.schedule == "cosine" and self.min_lr > self.lr:
+            raise ValueError(f"min_lr {self.min_lr:g} is above lr {self.lr:g}: the cosine schedule would climb "
+                             f"from lr to min_lr; give a min_lr <= lr")
 
     def __call__(self, epoch: float) -> float:
         """Rate at `epoch` = epoch index + fraction of it done (called once per iteration)."""

@@ -360,6 +360,10 @@ def load_state_dict_strict(model, state_dict, source="state dict", assign=False)
     message = _mismatch_message(source, model.state_dict(), state_dict)
     if message:
         raise ValueError(message)
+    for key, tensor in state_dict.items():  # NaN weights would give black images, not an error
+        if torch.is_tensor(tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ValueError(f"{source}: tensor '{key}' holds non-finite values (NaN or infinity): the weights are "
+                             f"damaged")
     model.load_state_dict(state_dict, strict=True, assign=assign)
 
 

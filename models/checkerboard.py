@@ -63,6 +63,11 @@ def split_sizes(num_tokens: int, block: int, merge_remainder: bool = False) -> l
     return sizes
 
 
+def total_steps(scale_sizes, steps) -> int:
+    """The number of sampling steps (blocks) over all scales for these steps per scale."""
+    return sum(len(block_sizes(s * s, p)) for s, p in zip(scale_sizes, steps))
+
+
 def block_sizes(num_tokens: int, steps: int) -> list[int]:
     """The blocks of a scale sampled in `steps` steps (a remainder adds one step)."""
     return split_sizes(num_tokens, block_size(num_tokens, steps))

@@ -31,6 +31,17 @@ def resolve_path(p, config_dir) -> Path:
     raise FileNotFoundError(f"'{p}' not found relative to the working directory or to {config_dir}")
 
 
+def width_text(config_path) -> str:
+    """The model size of a config file in words ("model width 1024 (24 layers)"), for messages; what
+    cannot be read is left out."""
+    try:
+        llama = read_config(config_path)[0].get("llama_config") or {}
+        layers = f" ({llama['num_hidden_layers']} layers)" if "num_hidden_layers" in llama else ""
+        return f"model width {llama['hidden_size']}{layers}"
+    except (OSError, ValueError, KeyError, AttributeError):
+        return "this model"
+
+
 def build_generator(model_section: dict, config_dir, load_autoencoder_weights: bool = True,
                     source: str = "config") -> CheckerboardGenerator:
     """A generator from a `model:` section; the autoencoder's weights come from its checkpoint

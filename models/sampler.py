@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
+from common.config import FLOAT32_MAX, float32_problem
+
 from .checkerboard import block_sizes
 from .generator import CheckerboardGenerator, Conditioning
 from .layout import Layout
@@ -78,16 +80,19 @@ def block_step(model: CheckerboardGenerator, layout: Layout, tokens, src, seq_gt
 
     tokens (n,) sequence indices of the block; src (B, n, C) its embedded sources; seq_gt
     (B, N, C) embedded codes sampled so far. Returns indices (B, n), their embedded codes
-    (B, n, C) and the entropy of each draw (B, n) or None.
+    (B, n, C), the entropy of each draw (B, n) or None, and the largest |logit| before and after
+    guidance (2,), NaN where one is NaN (see `check_logit_peaks`).
     """
     x = model.block_inputs(layout, tokens, src, seq_gt)  # (B, n, C)
     if guided:
         x = torch.cat([x, x])  # conditional and "no class" halves in one batch
     h = model.hidden(x, conditioning, layout, tokens + model.sequence.n_cls, caches)
     logits = model.logits(h).float()  # (rows, n, V)
+    model_peak = logits.abs().amax()
     if guided:
         cond, uncond = logits.chunk(2)
         logits = cond + cfg_weight * (cond - uncond)  # weight 0 before cfg_start_step: exactly cond
+    peaks = torch.stack([model_peak, logits.abs().amax()])
     if temperature == 0:
         idx = logits.argmax(-1)
     else:
@@ -97,7 +102,7 @@ def block_step(model: CheckerboardGenerator, layout: Layout, tokens, src, seq_gt
     if with_entropy:
         logp = torch.log_softmax(logits, dim=-1)
         entropy = -(logp.exp() * logp).sum(-1)
-    return idx, model.embed_codes(idx), entropy
+    return idx, model.embed_codes(idx), entropy, peaks
 
 
 def scale_sources(model: CheckerboardGenerator, seq_idx, k: int):
@@ -157,7 +162,8 @@ class Sampler:
         """All steps and the decoder, on the device only: no host sync, no host data, so that it
         can be captured as one CUDA graph. labels (B,) or None; cfg_weights (steps,) the guidance
         weight of each step; noise (B, N, V) Exp(1) draws or None at temperature 0.
-        Returns indices (B, N) in sequence order, entropies (B, N) or None, and images."""
+        Returns indices (B, N) in sequence order, entropies (B, N) or None, images, and the largest
+        |logit| of all steps before and after guidance (2,)."""
         model, layout = self.model, plan.layout
         device = layout.block.device
         conditioning = None
@@ -169,18 +175,21 @@ class Sampler:
         seq_gt = torch.zeros(B, model.num_tokens, model.width, dtype=model.dtype, device=device)
         seq_entropy = torch.zeros(B, model.num_tokens, device=device) if with_entropy else None
         scale_start = {}
+        peaks = torch.zeros(2, device=device)
         for step, ((lo, hi), tokens, k) in enumerate(zip(plan.block_bounds, plan.block_tokens, plan.block_scale)):
             if k not in scale_start:
                 src, scale_start[k] = self.sources_fn(model, seq_idx, k), lo
             block_src = src[:, lo - scale_start[k]:hi - scale_start[k]].contiguous()  # same strides for any block
             block_noise = None if noise is None else noise[:, lo:hi]
-            idx, gt, entropy = self.step_fn(model, layout, tokens, block_src, seq_gt, conditioning, caches, guided,
-                                            cfg_weights[step], block_noise, temperature, with_entropy)
+            idx, gt, entropy, step_peaks = self.step_fn(model, layout, tokens, block_src, seq_gt, conditioning,
+                                                        caches, guided, cfg_weights[step], block_noise, temperature,
+                                                        with_entropy)
+            peaks = torch.maximum(peaks, step_peaks)  # NaN stays NaN
             seq_idx[:, lo:hi] = idx
             seq_gt[:, lo:hi] = gt
             if with_entropy:
                 seq_entropy[:, lo:hi] = entropy
-        return seq_idx, seq_entropy, self.decode_fn(model, seq_idx)
+        return seq_idx, seq_entropy, self.decode_fn(model, seq_idx), peaks
 
     def _caches_for(self, rows: int) -> list:
         """The eager caches, kept while the shape stays (compiled step functions keep pointing at
@@ -216,6 +225,7 @@ class Sampler:
             raise ValueError(f"generator: {len(generator)} generators for {B} samples (pass one per sample, or one "
                              f"torch.Generator for the batch)")
         plan = self.plan(steps_per_scale)
+        check_guidance_start(cfg, cfg_start_step, len(plan.block_bounds))
         guided = cfg > 0
         cfg_weights = torch.tensor([cfg if guided and t >= cfg_start_step else 0.0
                                     for t in range(len(plan.block_bounds))]).to(device)
@@ -228,11 +238,12 @@ class Sampler:
             if key not in self.graphs:
                 self.graphs[key] = GraphedGeneration(self, plan, B, labels, cfg_weights, noise, guided, temperature,
                                                      return_trace)
-            seq_idx, seq_entropy, images = self.graphs[key](labels, cfg_weights, noise)
+            seq_idx, seq_entropy, images, peaks = self.graphs[key](labels, cfg_weights, noise)
         else:
             caches = self._caches_for(2 * B if guided else B)
-            seq_idx, seq_entropy, images = self.run_blocks(plan, caches, B, labels, cfg_weights, noise, guided,
-                                                           temperature, return_trace)
+            seq_idx, seq_entropy, images, peaks = self.run_blocks(plan, caches, B, labels, cfg_weights, noise, guided,
+                                                                  temperature, return_trace)
+        check_logit_peaks(peaks, cfg, temperature)  # one host sync per batch, after the whole generation
 
         grids = lambda seq: [model.sequence.to_grid(seq, k) for k in range(len(model.scale_sizes))]  # noqa: E731
         out = GenerationOutput(images=images, labels=labels, tokens=grids(seq_idx))
@@ -285,7 +296,39 @@ def finite_number(name: str, value, minimum: float = 0.0) -> float:
         number = math.nan
     if isinstance(value, bool) or not math.isfinite(number) or number < minimum:
         raise ValueError(f"{name} must be a finite number >= {minimum:g}, got {value!r}")
+    problem = float32_problem(number)  # the sampler computes in float32
+    if problem:
+        raise ValueError(f"{name} must be {problem}, got {value!r}")
     return number
+
+
+class NonFiniteSamplingError(ValueError):
+    """Probabilities that are not numbers: the draws would be silent garbage."""
+
+
+def check_logit_peaks(peaks: torch.Tensor, cfg: float, temperature: float) -> None:
+    """From the largest |logit| before and after guidance, the setting that made the sampling
+    probabilities non-finite, if one did: softmax turns an infinite logit into NaN."""
+    model_peak, guided_peak = peaks.tolist()
+    if not math.isfinite(model_peak):
+        raise NonFiniteSamplingError("non-finite probabilities: the model's logits are NaN or infinite (are its "
+                                     "weights damaged?)")
+    if not math.isfinite(guided_peak):
+        raise NonFiniteSamplingError(f"non-finite probabilities: cfg {cfg:g} makes the guided logits overflow "
+                                     f"float32 (the model's reach {model_peak:.3g}); lower the guidance weight")
+    if temperature > 0 and guided_peak / temperature > FLOAT32_MAX:
+        raise NonFiniteSamplingError(f"non-finite probabilities: temperature {temperature:g} makes logits / "
+                                     f"temperature overflow float32 (the logits reach {guided_peak:.3g}); raise the "
+                                     f"temperature")
+
+
+def check_guidance_start(cfg: float, cfg_start_step: int, num_steps: int) -> None:
+    """Guidance that starts after the last step guides nothing: refused, not drawn as unguided samples
+    recorded as guided ones."""
+    if cfg > 0 and cfg_start_step >= num_steps:
+        raise ValueError(f"cfg_start_step {cfg_start_step} is at or beyond the last step: these steps per scale "
+                         f"sample {num_steps} steps (0..{num_steps - 1}), so cfg {cfg:g} would guide none of them; "
+                         f"start guidance below {num_steps}, or sample with cfg 0")
 
 
 def whole_number(name: str, value, minimum: int = 0) -> int:

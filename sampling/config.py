@@ -29,13 +29,13 @@ class SampleConfig:
                                     "the resumable shards", None,
                                     default_text="required, except with --calculate_flops", path=True)
     use_ema: bool = option("sample with the checkpoint's model_ema weights", False)
-    cfg: float | None = option("classifier-free guidance weight (0: none)", None, ge=0,
+    cfg: float | None = option("classifier-free guidance weight (0: none)", None, ge=0, float32=True,
                                default_text=f"{DEFAULT_CFG} for a class-conditional model, as published; else 0")
     cfg_start_step: int = option("first guided step, counted over all scales", 5, ge=0)
     steps_per_scale: int | list[int] | None = option("sampling steps per scale: one value, or one per scale such "
                                                      "as 1,4,4,4,4", None, ge=1,
                                                      default_text="the model's num_blocks_per_scale, as published")
-    temperature: float = option("sampling temperature (0: argmax)", 1.0, ge=0)
+    temperature: float = option("sampling temperature (0: argmax)", 1.0, ge=0, float32=True)
     seed: int = option("sample i draws from a generator seeded with seed*1000003+i", 0, ge=0, le=MAX_SEED)
     classes: list[int] | None = option("comma-separated class ids, cycled over the samples", None, ge=0,
                                        default_text="random classes")

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from models import CheckerboardGenerator
-from models.sampler import GenerationOutput, Sampler
+from models.checkerboard import total_steps
+from models.sampler import GenerationOutput, Sampler, check_guidance_start
 from sampling.config import DEFAULT_CFG, DEFAULT_NUM_SAMPLES, FID_NUM_SAMPLES, SampleConfig
 from sampling.sample_io import to_uint8
 from sampling.seeds import sample_generators
@@ -39,7 +40,8 @@ class SamplePlan:
 
 def plan_for(config: SampleConfig, model: CheckerboardGenerator) -> SamplePlan:
     """The config's checks, then those that need the model: one step count per scale, classes in
-    range, guidance and classes only with a class-conditional model, a class-balanced FID count."""
+    range, guidance and classes only with a class-conditional model, guidance starting at a step
+    there is, a class-balanced FID count."""
     config.validate()
     try:
         steps = tuple(model.steps_per_scale_list(config.steps_per_scale))
@@ -58,6 +60,7 @@ def plan_for(config: SampleConfig, model: CheckerboardGenerator) -> SamplePlan:
 
     n_cls = model.cfg.num_classes
     fixed["cfg"] = DEFAULT_CFG if config.cfg is None else config.cfg
+    check_guidance_start(fixed["cfg"], config.cfg_start_step, total_steps(model.scale_sizes, steps))
     if config.classes is not None:
         bad = [c for c in config.classes if not 0 <= c < n_cls]
         if bad:

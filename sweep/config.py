@@ -44,7 +44,7 @@ class SweepConfig:
     inception_graph: str | None = option(f"path to {GRAPH_NAME}", None, default_text="cached copy, downloaded once",
                                          path=True)
     cfg_start_step: int = option("first guided step, counted over all scales", 5, ge=0)
-    temperature: float = option("sampling temperature (0: argmax)", 1.0, ge=0)
+    temperature: float = option("sampling temperature (0: argmax)", 1.0, ge=0, float32=True)
     seed: int = option("sample i of every point draws from a generator seeded with seed*1000003+i", 0, ge=0,
                        le=MAX_SEED)
     use_ema: bool = option("sample with the checkpoints' model_ema weights", False)

@@ -11,6 +11,8 @@ joined by slashes (`1/4/4/4/4`; commas separate settings here, as they separate 
 """
 from decimal import Decimal, InvalidOperation
 
+from common.config import float32_problem
+
 MAX_VALUES = 1000  # more weights than any sweep could run: a typo such as 1:2:0.0001
 
 
@@ -55,6 +57,10 @@ def cfg_values(items, where: str = "--cfg") -> list[float]:
     bad = [v for v in values if v < 0]
     if bad:
         raise ValueError(f"{where}: guidance weights must be >= 0, got {bad[0]:g}")
+    for v in values:
+        problem = float32_problem(v)
+        if problem:
+            raise ValueError(f"{where}: guidance weights must be {problem}, got {v:g}")
     return sorted(set(values))
 
 

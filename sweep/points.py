@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from models import CheckerboardGenerator
-from models.checkerboard import block_sizes
+from models.checkerboard import total_steps
 from models.checkpoint import build_generator, checkpoint_paths, load_checkpoint_file, read_config
 from sampling.plan import plan_for
 from sweep.config import SweepConfig
@@ -68,10 +68,6 @@ def model_label(index: int, path: str) -> str:
 
 def steps_column(steps: tuple):
     return steps[0] if len(set(steps)) == 1 else ",".join(map(str, steps))
-
-
-def total_steps(scale_sizes, steps: tuple) -> int:
-    return sum(len(block_sizes(s * s, p)) for s, p in zip(scale_sizes, steps))
 
 
 @dataclass(frozen=True)

@@ -73,7 +73,7 @@ def run_sweep(config: SweepConfig, device=None, network=None, log=print) -> Swee
     for m in models:  # every point checked against its model before anything is written
         for steps in steps_settings:
             for n in (config.num_samples, config.confirm or config.num_samples):
-                make_point(config, m, m.given, "", steps, cfgs[0], n)
+                make_point(config, m, m.given, "", steps, cfgs[-1], n)  # the largest: guided if any is
     folder = SweepFolder(config.output_dir)
     out = SweepOutputs(folder.path)
     state = {}

@@ -39,6 +39,13 @@ MAIN_CASES = {
     "--seed -1": (["--seed", "-1"], ["--seed must be >= 0, got -1"]),
     "--start_epoch": (["--start_epoch", "5", "--epochs", "3"], ["start_epoch 5 must be < epochs 3"]),
     "--device foo": (["--device", "foo"], ["--device must be one of cuda, cpu, got 'foo'"]),
+    "--cfg 1e39": (["--cfg", "1e39"], ["--cfg must be at most 3.403e+38 (the largest float32, which it is used as), "
+                                       "got 1e+39"]),
+    "--temperature 1e-45": (["--temperature", "1e-45"], ["--temperature must be 0 or at least 1.175e-38", "1e-45"]),
+    "--cfg_start_step beyond": (["--eval_freq", "1", "--cfg_start_step", "13"],
+                                ["cfg_start_step 13 is at or beyond the last step", "sample 13 steps"]),
+    "args.min_lr": ({"lr_schedule": "cosine", "lr": 0.001, "min_lr": 0.01},
+                    ["min_lr 0.01 is above lr 0.001: the cosine schedule would climb"]),
     "args.batch_size": ({"batch_size": "eight"}, ["tiny.yaml: args.batch_size must be an integer, got 'eight'"]),
     "args.lr": ({"lr": ".inf"}, ["tiny.yaml: args.lr must be a number, got '.inf'"]),
     "args.ema_rate": ({"ema_rate": 1.5}, ["tiny.yaml: args.ema_rate must be < 1, got 1.5"]),

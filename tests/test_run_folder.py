@@ -203,8 +203,8 @@ def test_a_full_disk_stops_the_run_in_one_line_and_keeps_the_last_checkpoint(two
     monkeypatch.setattr(torch, "save", disk_full)
     with caplog.at_level(logging.INFO):
         result = run_main(main.main, resume_argv(run, "--epochs", "3"), capfd)
-    assert_one_line_error(result, "main.py", f"writing the epoch 2 checkpoint in {run} failed (No space left on "
-                          f"device)", f"{run / 'checkpoint-last.pth'} (epoch 1) was left as it was", code=1)
+    assert_one_line_error(result, "main.py", f"writing the epoch 2 checkpoint {run / 'checkpoint-2.pth'} failed "
+                          f"(No space left on device)", f"{run / 'checkpoint-last.pth'} (epoch 1) was left as it was", code=1)
     assert any("epoch 2: loss" in r.getMessage() for r in caplog.records)  # the epoch's result came first
     files.assert_unchanged()
     assert not [p for p in run.rglob(".*.tmp")]

@@ -339,6 +339,11 @@ def test_an_interrupted_run_s_temporaries_are_removed_at_the_next_start(tiny, ti
     ("--classes 1 --random_classes", "--classes and --random_classes exclude each other"),
     ("--fid --classes 1", "--fid draws class-balanced labels"),
     ("--shard_size 0", "--shard_size must be >= 1, got 0"),
+    ("--cfg 1e39", "--cfg must be at most 3.403e+38 (the largest float32, which it is used as), got 1e+39"),
+    ("--temperature 1e-45", "--temperature must be 0 or at least 1.175e-38 (the smallest normal float32, which it "
+                            "is used as), got 1e-45"),
+    ("--cfg 3 --cfg_start_step 1000", "cfg_start_step 1000 is at or beyond the last step: these steps per scale "
+                                      "sample 21 steps (0..20), so cfg 3 would guide none of them"),
 ])
 def test_bad_values_are_refused_before_anything_is_written(tiny_dir, tmp_path, capsys, options, message):
     """The folder holds a finished run: a refused command changes none of its files."""

@@ -1,14 +1,17 @@
 """Values that used to give a silent wrong result are refused, naming the value (issue 17): the Sampler's
 arguments, teacher-forced images of another size, and training images none of which decodes."""
+import re
+import shutil
 from dataclasses import replace
 
 import pytest
 import torch
 
 import main
+import main_sample
 from cli_check import Files, assert_one_line_error, run_main
 from models import load_model
-from models.sampler import Sampler
+from models.sampler import NonFiniteSamplingError, Sampler
 from train_support import FAST_ARGS, tiny_config
 from training import data as training_data
 from training.config import TrainConfig
@@ -41,6 +44,11 @@ def generators(n):
     (dict(cfg=1.0, cfg_start_step=1.5), "cfg_start_step must be an integer >= 0, got 1.5"),
     (dict(labels=[1.7]), "labels must be a 1-D sequence of class indices, got torch.float32"),
     (dict(labels=None, batch_size=0), "batch_size must be an integer >= 1, got 0"),
+    (dict(cfg=1e39), "cfg must be at most 3.403e+38 (the largest float32, which it is used as), got 1e+39"),
+    (dict(temperature=1e-45), "temperature must be 0 or at least 1.175e-38 (the smallest normal float32"),
+    (dict(cfg=3.0, cfg_start_step=21), "cfg_start_step 21 is at or beyond the last step: these steps per scale "
+                                       "sample 21 steps (0..20)"),
+    (dict(cfg=3.0, cfg_start_step=4, steps_per_scale=1), "cfg_start_step 4 is at or beyond the last step"),
 ])
 def test_sampler_refuses_what_it_would_get_silently_wrong(sampler, arguments, message):
     arguments = {"labels": torch.tensor([1]), **arguments}
@@ -55,6 +63,49 @@ def test_one_generator_per_sample_draws_each_sample_from_its_own(sampler):
     batch = sampler.generate(labels=labels, generator=generators(3), steps_per_scale=2).tokens[-1]
     alone = sampler.generate(labels=labels[2:], generator=generators(3)[2:], steps_per_scale=2).tokens[-1]
     assert torch.equal(batch[2:], alone)
+
+
+def test_guidance_from_the_last_step_is_accepted(sampler):
+    sampler.generate(labels=torch.tensor([1]), cfg=3.0, cfg_start_step=3, steps_per_scale=1)
+
+
+@pytest.mark.parametrize("scale, settings, message", [
+    (100.0, dict(cfg=3e38), "non-finite probabilities: cfg 3e+38 makes the guided logits overflow float32"),
+    (1.0, dict(cfg=3e38, temperature=0.01), "non-finite probabilities: temperature 0.01 makes logits / temperature "
+                                            "overflow float32"),
+    (float("nan"), dict(cfg=1.5), "non-finite probabilities: the model's logits are NaN or infinite"),
+])
+def test_non_finite_probabilities_name_the_setting(tiny_dir, scale, settings, message):
+    model = load_model(tiny_dir)
+    logits = model.logits
+    model.logits = lambda h: logits(h) * scale  # the tiny model's logits stay below 2: larger ones overflow sooner
+    with pytest.raises(NonFiniteSamplingError, match=re.escape(message)):
+        Sampler(model).generate(labels=torch.tensor([1, 2]), generator=generators(2), **settings)
+
+
+def test_sampling_into_non_finite_probabilities_is_one_line(tiny_dir, tmp_path, capfd):
+    (tmp_path / "mine.txt").write_text("the user's\n")
+    files = Files(tmp_path)
+    result = run_main(main_sample.main, ["--checkpoint", tiny_dir, "--output_dir", tmp_path / "out", "--device", "cpu",
+                                         "--num_samples", 2, "--cfg", "3e38", "--temperature", "0.01"], capfd)
+    assert_one_line_error(result, "main_sample.py", "temperature 0.01 makes logits / temperature overflow float32",
+                          earlier_lines=True)
+    files.assert_unchanged(new_files=True)
+    assert not (tmp_path / "out" / "samples.npz").exists()
+
+
+def test_a_checkpoint_holding_nan_weights_is_refused_at_load(tiny_dir, tmp_path, capfd):
+    model = shutil.copytree(tiny_dir, tmp_path / "model")
+    checkpoint = torch.load(model / "checkpoint-last.pth", weights_only=False)
+    name = next(k for k, v in checkpoint["model"].items() if v.is_floating_point() and v.ndim == 2)
+    checkpoint["model"][name][0, 0] = float("nan")
+    torch.save(checkpoint, model / "checkpoint-last.pth")
+    files = Files(tmp_path)
+    result = run_main(main_sample.main, ["--checkpoint", model, "--output_dir", tmp_path / "out", "--device", "cpu",
+                                         "--num_samples", 2], capfd)
+    assert_one_line_error(result, "main_sample.py", f"{model / 'checkpoint-last.pth'}: tensor '{name}' holds "
+                                                    f"non-finite values")
+    files.assert_unchanged()
 
 
 @pytest.mark.parametrize("shape", [(1, 3, 64, 64), (1, 3, 16, 16), (1, 1, 32, 32), (3, 32, 32)])

@@ -240,6 +240,12 @@ def base_argv(standin, out, *extra):
     (["--confirm", "20"], "--confirm 20 must be larger than --num_samples 20"),
     (["--use_ema"], "no model_ema weights"),
     (["--features", "digits", "--inception_graph", "g.pb"], "--inception_graph is for --features inception"),
+    (["--cfg", "1e39"], "--cfg: guidance weights must be at most 3.403e+38 (the largest float32, which it is used "
+                        "as), got 1e+39"),
+    (["--temperature", "1e-45"], "--temperature must be 0 or at least 1.175e-38 (the smallest normal float32, "
+                                 "which it is used as), got 1e-45"),
+    (["--cfg", "0,1", "--cfg_start_step", "7"], "cfg_start_step 7 is at or beyond the last step: these steps per "
+                                                "scale sample 7 steps (0..6), so cfg 1 would guide none of them"),
 ])
 def test_a_bad_value_is_one_line_before_anything_is_written(standin, tmp_path, capsys, extra, fragment):
     out = tmp_path / "s"

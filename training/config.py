@@ -138,10 +138,10 @@ class TrainConfig:
                                "code does) as samples_ep<epoch>_cfg<cfg>/rank<r>.npy", 0, ge=0)
     samples_only: bool = option("inline evaluation draws the samples but computes no FID/IS", False)
     cfg: list[float] = option("classifier-free guidance weight of inline samples; several values: FID/IS for "
-                              "each (the grid uses the first)", [2.0], ge=0)
+                              "each (the grid uses the first)", [2.0], ge=0, float32=True)
     cfg_start_step: int = option("first step that uses guidance", 5, ge=0)
     steps_per_scale: int = option("sampling steps per scale of inline samples", 4, ge=1)
-    temperature: float = option("sampling temperature", 1.0, ge=0)
+    temperature: float = option("sampling temperature", 1.0, ge=0, float32=True)
 
     # ---- construction ------------------------------------------------------------------------
     @classmethod

@@ -32,6 +32,7 @@ from training.ema import EMA
 from training.inline_eval import InlineEvaluator, SampleSettings
 from common.lr_schedule import LRSchedule, set_lr
 from training.metrics_log import MetricsLog, start_wandb
+from sampling.plan import plan_for
 from training.token_cache import TokenCacheDataset, cache_spec, create_token_cache, default_cache_dir
 from training.config import TrainConfig
 from training.run_folder import (RunFolder, check_new_run_folder, check_resume_point, is_own_folder, remove_leftovers,
@@ -357,6 +358,9 @@ def _setup(config: TrainConfig, rank: int, world: int, device, config_path: Path
                          f"({world} processes): lower --batch_size")
     settings = SampleSettings(config.cfg[0], config.cfg_start_step, config.steps_per_scale, config.temperature,
                               config.seed, config.eval_batch_size or config.batch_size)
+    if config.eval_freq:  # the inline samples' settings against the model, before the first epoch
+        for cfg in config.cfg:
+            plan_for(replace(settings, cfg=cfg).sample_config(num_classes), model)
     evaluator = InlineEvaluator(output_dir, settings, config.eval_num_samples, config.eval_grid_samples,
                                 inline_reference(config, model.cfg.img_size), config.eval_inception_weights, rank,
                                 world, guidance=tuple(config.cfg), samples_dir=config.samples_output_dir,
@@ -542,7 +546,7 @@ def save(run: TrainingRun, epoch: int):
         try:
             save_training_checkpoint(run.output_dir, state, keep)
         except OSError as e:  # a full disk, a lost mount: the files written before are whole (atomic writes)
-            raise CheckpointWriteError(f"writing the epoch {epoch} checkpoint in {run.output_dir} failed "
+            raise CheckpointWriteError(f"writing the epoch {epoch} checkpoint {e.filename or run.output_dir} failed "
                                        f"({e.strerror or e}); {_kept(run)}") from None
     dist_util.barrier()
     run.last_saved_epoch = epoch

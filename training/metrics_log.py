@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from common.files import journal_file
+from common.files import journal_file, naming_file
 from common.tensorboard_writer import summary_writer
 
 METRICS_FILE = "metrics.jsonl"
@@ -33,7 +33,7 @@ class MetricsLog:
         if not self.enabled:
             return
         journal_file(self.path)
-        with open(self.path, "a") as f:
+        with naming_file(self.path), open(self.path, "a") as f:
             f.write(json.dumps(entry) + "\n")
 
     def image(self, tag: str, image: torch.Tensor, step: int):
