@@ -20,15 +20,16 @@ def read_config(path) -> tuple[dict, dict]:
 
 
 def resolve_path(p, config_dir) -> Path:
-    """Published configs name paths relative to the published repository's working directory:
-    try the working directory first, then the config's folder."""
+    """A path a config names. Relative ones are tried against the config's own folder first, so that a
+    model folder finds its own files whatever the working directory holds, then against the working
+    directory (the published configs name `pretrained_models/...` from the published repository's root)."""
     p = Path(p)
-    if p.is_absolute() or p.exists():
+    if p.is_absolute():
         return p
-    beside = Path(config_dir) / p
-    if beside.exists():
-        return beside
-    raise FileNotFoundError(f"'{p}' not found relative to the working directory or to {config_dir}")
+    for candidate in (Path(config_dir) / p, p):
+        if candidate.exists():
+            return candidate
+    raise FileNotFoundError(f"'{p}' not found relative to {config_dir} or to the working directory")
 
 
 def build_generator(model_section: dict, config_dir, load_autoencoder_weights: bool = True,
