@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.files import remove_temporaries, run_lock, temporary_path
+from common.files import FolderInUse, remove_temporaries, run_lock, temporary_path
 from common.yaml_files import load_yaml
 
 SCHEME = "hf://"
@@ -210,52 +210,57 @@ def fetch_model(ref: HubReference, sums_file=SUMS_FILE) -> Path:
 def download_published(names, target, sums_file=SUMS_FILE, say=print, complain=print) -> int:
     """The published models `names` (their autoencoder comes along) checked into the Hub cache and copied
     into `target/<model>/<file>`. A file already there with the right SHA-256 is kept; one with another is
-    never overwritten. Copies go through temporaries renamed into place only once whole; temporaries a
-    killed run left are removed first; a model folder this call made and left empty is removed again.
+    never overwritten. Each model folder is held with common/files.py's run_lock while it is written:
+    temporaries a killed download left there are removed first, and copies go through temporaries
+    renamed into place only once whole. A model folder this call made and left empty is removed again.
     `complain` gets one line per failure. Returns the number of failures."""
     target = Path(target)
     sums = read_sums(sums_file)
     known = published_models(sums_file)
-    wanted = set()
+    wanted = []
     for name in names:
         if name not in known:
             raise ValueError(f"unknown model '{name}' (known: {' '.join(known)})")
-        wanted |= {name, "autoenc"} if name.startswith("checkerboard-") else {name}
+        wanted += [name, "autoenc"] if name.startswith("checkerboard-") else [name]
     failures = 0
-    made = []
-    with run_lock(target):
-        for rel, expected in sums.items():
-            model, _, _ = rel.partition("/")
-            if model not in wanted:
-                continue
-            dest = target / rel
-            if dest.parent.is_dir():
-                remove_temporaries(dest.parent)
-            if dest.exists():
-                actual = sha256_of(dest)
-                if actual == expected:
-                    say(f"ok (present)  {rel}")
-                else:
-                    complain(f"{dest} is already there with SHA-256 {actual}, expected {expected}; left as it is "
-                             f"(move it away to fetch it again)")
-                    failures += 1
-                continue
-            try:
-                cached = fetch_file(HubReference(PUBLISHED_REPO, f"{PUBLISHED_FOLDER}/{rel}"),
-                                    f"{PUBLISHED_FOLDER}/{rel}", sums_file)
-                if not dest.parent.is_dir():
-                    dest.parent.mkdir(parents=True)
-                    made.append(dest.parent)
-                _copy_new(cached, dest, expected)
-            except (ValueError, OSError) as e:
-                complain(str(e))
-                failures += 1
-                continue
-            say(f"ok            {rel}")
-        for folder in made:
-            if not any(folder.iterdir()):
+    for model in dict.fromkeys(wanted):
+        folder = target / model
+        made = not folder.is_dir()
+        try:
+            with run_lock(folder):
+                remove_temporaries(folder)
+                for rel, expected in sums.items():
+                    if rel.split("/")[0] == model and not _place(rel, expected, target, sums_file, say, complain):
+                        failures += 1
+        except FolderInUse as e:
+            complain(str(e))
+            failures += 1
+        finally:
+            if made and folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
     return failures
+
+
+def _place(rel: str, expected: str, target: Path, sums_file, say, complain) -> bool:
+    """One published file at target/rel: kept if there and right, else fetched and copied there."""
+    dest = target / rel
+    if dest.exists():
+        actual = sha256_of(dest)
+        if actual != expected:
+            complain(f"{dest} is already there with SHA-256 {actual}, expected {expected}; left as it is "
+                     f"(move it away to fetch it again)")
+            return False
+        say(f"ok (present)  {rel}")
+        return True
+    path = f"{PUBLISHED_FOLDER}/{rel}"
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        _copy_new(fetch_file(HubReference(PUBLISHED_REPO, path), path, sums_file), dest, expected)
+    except (ValueError, OSError) as e:
+        complain(str(e))
+        return False
+    say(f"ok            {rel}")
+    return True
 
 
 def _copy_new(source: Path, dest: Path, expected: str) -> None:

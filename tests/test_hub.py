@@ -2,7 +2,6 @@
 library's own layout (models--<owner>--<name>/{blobs,snapshots/<commit>,refs}) holding a tiny model of
 tests/fixtures, and points HF_HUB_CACHE at it."""
 import hashlib
-import os
 import shutil
 import socket
 
@@ -13,28 +12,11 @@ import yaml
 from huggingface_hub import constants
 
 from cli_check import SCRIPT_ENV, assert_one_line_error, run_script
+from hub_cache import COMMIT, lay_out_cache
 from models import load_model
 from models import hub
 
-COMMIT = "a" * 40
 OTHER_COMMIT = "b" * 40
-
-
-def lay_out_cache(cache, repo_id, files: dict, commit=COMMIT, refs=("main",)):
-    """`files` (path in the repository -> bytes) as huggingface_hub keeps a downloaded snapshot: each
-    file a blob named by its SHA-256, linked from snapshots/<commit>/<path>; refs/<name> -> commit."""
-    repo = cache / f"models--{repo_id.replace('/', '--')}"
-    for path, data in files.items():
-        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
-        blob.parent.mkdir(parents=True, exist_ok=True)
-        blob.write_bytes(data)
-        link = repo / "snapshots" / commit / path
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(os.path.relpath(blob, link.parent))
-    (repo / "refs").mkdir(exist_ok=True)
-    for ref in refs:
-        (repo / "refs" / ref).write_text(commit)
-    return repo
 
 
 def model_files(fixture, folder, published_layout=False) -> dict:
