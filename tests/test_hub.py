@@ -12,7 +12,7 @@ import yaml
 from huggingface_hub import constants
 
 from cli_check import SCRIPT_ENV, assert_one_line_error, run_script
-from hub_cache import COMMIT, lay_out_cache
+from hub_cache import lay_out_cache
 from models import load_model
 from models import hub
 
