@@ -171,3 +171,13 @@ def test_resume_takes_a_local_folder_only(tiny_dir, offline_cache, tmp_path):
                         env=_script_env(offline_cache))
     assert_one_line_error(result, "main.py", "--resume hf://someone/tiny/models/tiny", "--weights_init")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_sweep_keeps_the_hub_reference_as_its_model(tiny_dir, offline_cache, tmp_path, monkeypatch):
+    """What the sweep records and hands to each point's sampling is the reference, not a local path made of it."""
+    from sweep.points import inspect_checkpoint
+    lay_out_cache(offline_cache, "someone/tiny", model_files(tiny_dir, "models/tiny"))
+    monkeypatch.chdir(tmp_path)
+    swept = inspect_checkpoint("hf://someone/tiny/models/tiny@main", use_ema=False)
+    assert swept.path == "hf://someone/tiny/models/tiny@main"
+    assert _same_weights(load_model(swept.path), load_model(tiny_dir))
