@@ -65,7 +65,8 @@ def checkpoint_paths(path) -> tuple[Path, Path]:
         hint = ""
         if "pretrained_models" in path.parts:
             model = path.parts[path.parts.index("pretrained_models") + 1:][:1]
-            hint = f" (fetch the published models with `{' '.join(['bash pretrained_models/download.sh', *model])}`)"
+            hint = f" (fetch the published models with `{' '.join(['bash pretrained_models/download.sh', *model])}`"
+            hint += f", or load {model[0]} from the Hugging Face Hub by its name)" if model else ")"
         raise FileNotFoundError(f"checkpoint not found: {path}{hint}")
     config = path.parent / "config.yaml"
     if not config.is_file():

@@ -133,7 +133,8 @@ def test_unknown_model_name(tmp_path):
 
 
 def test_missing_checkpoint_names_the_download_script(tmp_path):
-    with pytest.raises(FileNotFoundError, match="bash pretrained_models/download.sh checkerboard-L-2x"):
+    with pytest.raises(FileNotFoundError, match="bash pretrained_models/download.sh checkerboard-L-2x`, or load "
+                                                "checkerboard-L-2x from the Hugging Face Hub by its name"):
         checkpoint_paths(tmp_path / "pretrained_models" / "checkerboard-L-2x")
     with pytest.raises(FileNotFoundError) as elsewhere:
         checkpoint_paths(tmp_path / "run")
