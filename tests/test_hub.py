@@ -181,3 +181,14 @@ def test_a_sweep_keeps_the_hub_reference_as_its_model(tiny_dir, offline_cache, t
     swept = inspect_checkpoint("hf://someone/tiny/models/tiny@main", use_ema=False)
     assert swept.path == "hf://someone/tiny/models/tiny@main"
     assert _same_weights(load_model(swept.path), load_model(tiny_dir))
+
+
+def test_weights_init_reads_a_hub_model(tiny_dir, offline_cache, tmp_path, monkeypatch):
+    """--weights_init goes through load_training_checkpoint, and the scales of its model (for remapping
+    position tables) through the config beside the fetched checkpoint."""
+    from training.checkpoint import checkpoint_scale_sizes, load_training_checkpoint
+    lay_out_cache(offline_cache, "someone/tiny", model_files(tiny_dir, "pretrained_models/tiny", True))
+    monkeypatch.chdir(tmp_path)
+    ckpt, path = load_training_checkpoint("hf://someone/tiny/pretrained_models/tiny")
+    assert ckpt["model"].keys() == load_model(tiny_dir).state_dict().keys()
+    assert checkpoint_scale_sizes(path) == list(load_model(tiny_dir).scale_sizes)
