@@ -155,6 +155,31 @@ def fetch_file(ref: HubReference, path: str, sums_file=SUMS_FILE, revision: str 
     return local
 
 
+def reap_incomplete(repo_id: str) -> list[Path]:
+    """Removes the partial downloads (blobs/<etag>.<token>.incomplete) that killed processes left in the
+    Hub cache for `repo_id`, and returns them. huggingface_hub writes a blob only while holding
+    .locks/<repo folder>/<etag>.lock (an flock, released by the kernel when its process dies): a partial
+    blob whose lock can be taken at once has no writer left."""
+    from filelock import FileLock, Timeout
+    from huggingface_hub import constants
+
+    folder = f"models--{repo_id.replace('/', '--')}"
+    cache = Path(constants.HF_HUB_CACHE)
+    removed = []
+    for partial in sorted((cache / folder / "blobs").glob("*.incomplete")):
+        lock = FileLock(cache / ".locks" / folder / f"{partial.name.split('.')[0]}.lock")
+        try:
+            lock.acquire(timeout=0)
+        except (Timeout, NotImplementedError, OSError):
+            continue  # being written, or a file system without flock: left alone
+        try:
+            partial.unlink(missing_ok=True)
+            removed.append(partial)
+        finally:
+            lock.release()
+    return removed
+
+
 def _snapshot_revision(local: Path, path: str) -> str:
     """The commit of the snapshot folder a fetched file lies in."""
     return local.parents[len(path.split("/")) - 1].name
@@ -183,6 +208,7 @@ def fetch_model(ref: HubReference, sums_file=SUMS_FILE) -> Path:
     autoencoder config the config names, all from one snapshot."""
     folder, name = (posixpath.dirname(ref.path), posixpath.basename(ref.path)) if ref.path.endswith(".pth") \
         else (ref.path, CHECKPOINT)
+    reap_incomplete(ref.repo_id)
     checkpoint = fetch_file(ref, f"{folder}/{name}", sums_file)
     commit = _snapshot_revision(checkpoint, f"{folder}/{name}")
     config = fetch_file(ref, f"{folder}/{CONFIG}", sums_file, commit)
@@ -222,6 +248,7 @@ def download_published(names, target, sums_file=SUMS_FILE, say=print, complain=p
         if name not in known:
             raise ValueError(f"unknown model '{name}' (known: {' '.join(known)})")
         wanted += [name, "autoenc"] if name.startswith("checkerboard-") else [name]
+    reap_incomplete(PUBLISHED_REPO)
     failures = 0
     for model in dict.fromkeys(wanted):
         folder = target / model

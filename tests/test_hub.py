@@ -192,3 +192,17 @@ def test_weights_init_reads_a_hub_model(tiny_dir, offline_cache, tmp_path, monke
     ckpt, path = load_training_checkpoint("hf://someone/tiny/pretrained_models/tiny")
     assert ckpt["model"].keys() == load_model(tiny_dir).state_dict().keys()
     assert checkpoint_scale_sizes(path) == list(load_model(tiny_dir).scale_sizes)
+
+
+def test_a_killed_downloads_partial_blob_is_reaped_and_a_running_ones_kept(tiny_dir, offline_cache):
+    from filelock import FileLock
+    repo = lay_out_cache(offline_cache, "someone/tiny", model_files(tiny_dir, "models/tiny"))
+    dead = repo / "blobs" / f"{'1' * 64}.0a1b2c3d.incomplete"
+    running = repo / "blobs" / f"{'2' * 64}.4e5f6a7b.incomplete"
+    for partial in (dead, running):
+        partial.write_bytes(b"part of a blob")
+    lock = offline_cache / ".locks" / "models--someone--tiny" / f"{'2' * 64}.lock"
+    lock.parent.mkdir(parents=True)
+    with FileLock(lock):  # a download of that blob under way
+        load_model("hf://someone/tiny/models/tiny")
+    assert not dead.exists() and running.exists()
