@@ -66,8 +66,9 @@ def parse_reference(text, sums_file=SUMS_FILE) -> HubReference | None:
     unless a file or folder of that name is in the working directory."""
     text = str(text)
     if not text.startswith(SCHEME):
-        models = {rel.split("/")[0] for rel in read_sums(sums_file) if rel.endswith("/" + CONFIG)}
-        if text not in models or Path(text).exists():
+        if "/" in text or Path(text).exists() or not Path(sums_file).is_file():
+            return None
+        if f"{text}/{CONFIG}" not in read_sums(sums_file):
             return None
         return HubReference(PUBLISHED_REPO, f"{PUBLISHED_FOLDER}/{text}")
     rest, at, revision = text[len(SCHEME):].partition("@")
