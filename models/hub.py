@@ -128,6 +128,7 @@ def _quiet_library():
 def fetch_file(ref: HubReference, path: str, sums_file=SUMS_FILE, revision: str | None = None) -> Path:
     """The local file (in the Hub cache) of `path` in the repository, downloaded if not cached and
     checked against SHA256SUMS where it is published. Every failure is one ValueError or OSError line."""
+    # huggingface_hub is imported where it is used: every `import models` would pay for it otherwise.
     from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError,
                                         RepositoryNotFoundError, RevisionNotFoundError)
