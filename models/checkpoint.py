@@ -9,6 +9,7 @@ from common.yaml_files import load_yaml
 from .autoencoder import AutoencoderConfig, VQModel, autoencoder_state_dict_from_file, load_state_dict_strict
 from .config import GeneratorConfig
 from .generator import CheckerboardGenerator
+from .hub import fetch_model, parse_reference, snapshot_root
 
 
 def read_config(path) -> tuple[dict, dict]:
@@ -20,15 +21,18 @@ def read_config(path) -> tuple[dict, dict]:
 
 
 def resolve_path(p, config_dir) -> Path:
-    """Published configs name paths relative to the published repository's working directory:
-    try the working directory first, then the config's folder."""
+    """A path a config names. Relative ones are tried against the config's own folder first, so that a
+    model folder finds its own files whatever the working directory holds, then against the working
+    directory, or for a config in the Hub cache its snapshot's root (the published configs name
+    `pretrained_models/...` from the published repository's root)."""
     p = Path(p)
-    if p.is_absolute() or p.exists():
+    if p.is_absolute():
         return p
-    beside = Path(config_dir) / p
-    if beside.exists():
-        return beside
-    raise FileNotFoundError(f"'{p}' not found relative to the working directory or to {config_dir}")
+    root = snapshot_root(config_dir) or Path()  # a Hub model's files come from its own snapshot only
+    for candidate in (Path(config_dir) / p, root / p):
+        if candidate.exists():
+            return candidate
+    raise FileNotFoundError(f"'{p}' not found relative to {config_dir} or to {root.resolve()}")
 
 
 def width_text(config_path) -> str:
@@ -62,15 +66,18 @@ def build_generator(model_section: dict, config_dir, load_autoencoder_weights: b
 
 
 def checkpoint_paths(path) -> tuple[Path, Path]:
-    """(checkpoint file, config.yaml) from a checkpoint file or a model folder."""
-    path = Path(path)
+    """(checkpoint file, config.yaml) from a checkpoint file or a model folder, local or on the Hub
+    (models/hub.py: fetched into the Hub cache and checked)."""
+    reference = parse_reference(path)
+    path = fetch_model(reference) if reference else Path(path)
     if path.is_dir():
         path = path / "checkpoint-last.pth"
     if not path.is_file():
         hint = ""
         if "pretrained_models" in path.parts:
             model = path.parts[path.parts.index("pretrained_models") + 1:][:1]
-            hint = f" (fetch the published models with `{' '.join(['bash pretrained_models/download.sh', *model])}`)"
+            hint = f" (fetch the published models with `{' '.join(['bash pretrained_models/download.sh', *model])}`"
+            hint += f", or load {model[0]} from the Hugging Face Hub by its name)" if model else ")"
         raise FileNotFoundError(f"checkpoint not found: {path}{hint}")
     config = path.parent / "config.yaml"
     if not config.is_file():

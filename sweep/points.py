@@ -17,6 +17,7 @@ import torch
 from models import CheckerboardGenerator
 from models.checkerboard import total_steps
 from models.checkpoint import build_generator, checkpoint_paths, load_checkpoint_file, read_config
+from models.hub import is_hub_reference
 from sampling.plan import plan_for
 from sweep.config import SweepConfig
 
@@ -55,7 +56,8 @@ def inspect_checkpoint(path: str, use_ema: bool) -> SweptModel:
         state = load_checkpoint_file(checkpoint_file, map_location="meta")
         if not isinstance(state, dict) or not isinstance(state.get("model_ema"), dict):
             raise ValueError(f"{checkpoint_file}: no model_ema weights, but --use_ema asks for them")
-    return SweptModel(path, str(Path(path).resolve()), checkpoint_file, ratio_of(section), meta)
+    resolved = path if is_hub_reference(path) else str(Path(path).resolve())  # a Hub reference names itself
+    return SweptModel(path, resolved, checkpoint_file, ratio_of(section), meta)
 
 
 def model_label(index: int, path: str) -> str:

@@ -215,3 +215,12 @@ def test_training_mode_regularisers_change_the_output(tiny, tiny_expected):
         tiny.eval()
     assert a.item() == b.item() and a.item() != c.item()
     assert tiny.autoencoder.training is False
+
+
+def test_a_stray_autoenc_folder_in_the_working_directory_is_not_the_models(tiny_dir, tmp_path, monkeypatch):
+    """A model folder's config paths resolve against the folder first: an `autoenc/` of another
+    model in the working directory is not the one the config beside the checkpoint names."""
+    stray = tmp_path / "cwd"
+    shutil.copytree(tiny_dir.parent / "tiny_options" / "autoenc", stray / "autoenc")
+    monkeypatch.chdir(stray)
+    assert load_model(tiny_dir).autoenc.config.ch_mult == (1, 2, 2)  # tiny_2x's own, not the stray one's

@@ -14,6 +14,7 @@ from common.config import ConfigError, Layer, make, option, yaml_section
 from common.folders import check_outside
 from common.lr_schedule import SCHEDULES
 from models.checkpoint import checkpoint_paths, read_config
+from models.hub import is_hub_reference
 from training.data import DATASETS, dataset_for_path, image_root
 
 OPTIMIZERS = ("adamw", "adam")
@@ -157,6 +158,7 @@ class TrainConfig:
     @classmethod
     def load(cls, config_path=None, command_line: bool = False, **overrides) -> "TrainConfig":
         """From a config file (or, with `resume=`, the resumed folder's config.yaml) and overrides."""
+        check_local_resume(overrides.get("resume"))
         if config_path is None and overrides.get("resume"):
             _, config_path = checkpoint_paths(overrides["resume"])
         if config_path is None:
@@ -166,6 +168,7 @@ class TrainConfig:
                                 command_line)
 
     def validate(self):
+        check_local_resume(self.resume)
         if self.dist_on_itp:
             raise ConfigError("dist_on_itp: OpenMPI-launched runs are not supported here; launch with torchrun "
                               "(and leave dist_on_itp false)")
@@ -228,3 +231,10 @@ class TrainConfig:
         if self.resume:
             return checkpoint_paths(self.resume)[0].parent
         return None
+
+
+def check_local_resume(resume):
+    """A run resumes in its own folder: a Hub model is a start for a new run, not a run to continue."""
+    if resume and is_hub_reference(resume):
+        raise ConfigError(f"--resume {resume}: a Hugging Face Hub reference; --resume takes a local run folder or "
+                          f"checkpoint (to start a new run from these weights: --weights_init {resume})")
