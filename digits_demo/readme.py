@@ -63,14 +63,16 @@ def study_paragraph(report: dict) -> str:
             f"Digits FID {real['digits_fid']:.1f}, Digits IS {real['digits_is']:.2f}. Sampling noise: the best "
             f"point of ratio {report['models'][0]['name']} (steps/scale {point['steps_per_scale']}, cfg "
             f"{point['cfg']:g}) drawn with seeds {', '.join(noise['digits_fid_by_seed'])} scores Digits FID "
-            f"{seeds}. Training noise (second table): every generator trained with the seeds listed, each "
-            f"training's held-out NLL (all scales) and its Digits FID at its generator's best point, drawn with the "
-            f"sampling seed {settings['seed']}.")
+            f"{seeds}." + (f" Training noise (second table): every generator trained with the seeds listed, each "
+                           f"training's held-out NLL (all scales) and its Digits FID at its generator's best point, "
+                           f"drawn with the sampling seed {settings['seed']}." if "training_seeds" in report else ""))
 
 
 def study_block(report: dict) -> str:
-    """The README's study numbers: the paragraph, the best-guidance table and the training seeds'."""
-    return f"{_wrapped(study_paragraph(report))}\n\n{study_table(report)}\n\n{training_table(report)}"
+    """The README's study numbers: the paragraph, the best-guidance table and the training seeds' (a report
+    written before --study_training_seeds existed has none)."""
+    block = f"{_wrapped(study_paragraph(report))}\n\n{study_table(report)}"
+    return f"{block}\n\n{training_table(report)}" if "training_seeds" in report else block
 
 
 def _bounds(text: str, readme: Path, begin: str = BEGIN, end: str = END) -> tuple[int, int]:
