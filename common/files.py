@@ -95,7 +95,7 @@ def naming_file(path):
     try:
         yield
     except OSError as e:
-        if e.filename is None:
+        if e.filename is None and e.errno is not None:  # not the OSErrors of other kinds (URLError)
             raise type(e)(e.errno, e.strerror, str(path)) from None
         raise
 
