@@ -124,7 +124,7 @@ def test_published_files_are_checked_against_sha256sums(tiny_dir, offline_cache,
 
 def _sample_args(checkpoint, out):
     return ("main_sample.py", "--checkpoint", checkpoint, "--classes", "1,2", "--num_samples", "2",
-            "--steps_per_scale", "1", "--seed", "0", "--device", "cpu", "--output_dir", out)
+            "--steps_per_scale", "1", "--cfg_start_step", "1", "--seed", "0", "--device", "cpu", "--output_dir", out)
 
 
 def test_main_sample_through_a_hub_reference(tiny_dir, offline_cache, tmp_path):

@@ -114,8 +114,8 @@ def test_two_nodes_train_resume_and_sample(tmp_path_factory, tiny_dir, tmp_path)
 
     samples = tmp_path / "fid"
     records = launch("main_sample.py", ["--checkpoint", out, "--fid", "--num_samples", 20, "--shard_size", 3,
-                                        "--batch_size", 4, "--steps_per_scale", 1, "--device", "cpu",
-                                        "--output_dir", samples], tmp_path, probe)
+                                        "--batch_size", 4, "--steps_per_scale", 1, "--cfg_start_step", 1,
+                                        "--device", "cpu", "--output_dir", samples], tmp_path, probe)
     shards = _split(records, "shards")
     assert shards == [[[0, 3], [6, 9], [12, 15], [18, 20]], [[3, 6], [9, 12], [15, 18]]]
     assert sorted(p.name for p in samples.iterdir()) == sorted([GRID_NAME, RECORD_NAME, SAMPLES_NAME])
