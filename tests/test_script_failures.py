@@ -56,8 +56,11 @@ def test_a_file_size_limit_names_the_checkpoint_training_could_not_write(tiny_di
 
 def interrupt_once(argv, started, timeout: float = 240) -> Result:
     """`python <argv>`, sent SIGINT (Ctrl-C) once the path `started` exists."""
+    # Ctrl-C's default action in the child, as in a shell: a disposition of SIG_IGN is inherited, and a
+    # library in the test process may have set one (then the child never sees the interrupt).
     process = subprocess.Popen([sys.executable, *map(str, argv)], cwd=REPO, env=ENV, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + timeout
     while not started.exists():
         assert process.poll() is None, process.communicate()
