@@ -127,6 +127,37 @@ def _sweep_config(config: DemoConfig, run_dir: Path, reference: Path, output_dir
                        shard_size=config.study_samples, device="cpu")
 
 
+@dataclass
+class _Study:
+    """What the study's stages share: the demo's config, its output folder and stages, the generators."""
+    config: DemoConfig
+    out: Path
+    stages: Stages
+    models: list[StudyModel]
+    data_dir: Path
+    count: int  # stages in all, for the log's "k/count"
+
+    @property
+    def reference(self) -> Path:
+        return self.out / REFERENCE_DIR / REFERENCE_NAME
+
+    @property
+    def heldout(self) -> Path:
+        return self.out / REFERENCE_DIR / HELDOUT_NAME
+
+    @functools.cached_property
+    def network(self):
+        return train_digits_features(DigitsRecipe(val_fraction=self.config.val_fraction, split_seed=self.config.seed))
+
+    @functools.cached_property
+    def settings(self) -> dict:
+        return {**self.config.study_settings(), "generators": {m.name: m.stage for m in self.models}}
+
+    def sweep(self, run_dir: Path, output_dir: Path, cfg, steps, seed: int):
+        run_sweep(_sweep_config(self.config, run_dir, self.reference, output_dir, cfg, steps, seed),
+                  network=self.network, log=print)
+
+
 def _run_study_stages(config: DemoConfig, out: Path, run: dict) -> dict:
     models = study_models(config)
     check_study(config, models)
@@ -136,99 +167,127 @@ def _run_study_stages(config: DemoConfig, out: Path, run: dict) -> dict:
                                         *(m.stage for m in others)))
     total_start = time.perf_counter()
     data_dir, _ = train_stages(config, stages, out, count)
-    for index, model in enumerate(others, start=4):
-        run_dir = out / model.stage
-        log(f"{index}/{count} generator, {_describe(model)}: main.py training -> {run_dir}")
-        path = write_generator_config(config, out, model.config_name, model.overrides)
-        stages.run(model.stage, {"config": read_config(path), "args": config.generator_args, "seed": config.seed},
-                   run_dir, lambda: train_generator(config, path, data_dir, run_dir))
-
-    reference, heldout = out / REFERENCE_DIR / REFERENCE_NAME, out / REFERENCE_DIR / HELDOUT_NAME
-    log(f"{count - 3}/{count} reference: the real training digits -> {reference}")
-
-    def write_references():
-        for path, split in ((reference, "train"), (heldout, "val")):
-            write_digits_reference(_made(path.parent) / path.name, split, config.val_fraction, config.seed)
-
-    stages.run("study_reference", {"val_fraction": config.val_fraction, "seed": config.seed}, reference.parent,
-               write_references)
-    network = functools.cache(lambda: train_digits_features(DigitsRecipe(val_fraction=config.val_fraction,
-                                                                         split_seed=config.seed)))
-    sweep_dir = out / SWEEP_DIR
-    log(f"{count - 2}/{count} sweep: guidance {' '.join(config.study_cfg)} x steps per scale, "
-        f"{config.study_samples} samples per point, digits features -> {sweep_dir}")
-    settings = {**config.study_settings(), "generators": {m.name: m.stage for m in models}}
-
-    def sweep() -> dict:
-        """The sweep of every generator, and where the held-out real digits score (the run's record keeps it)."""
-        for model in models:
-            run_sweep(_sweep_config(config, out / model.stage, reference, sweep_dir, config.study_cfg,
-                                    study_steps(config, model), config.seed), network=network(), log=print)
-        real = evaluate_samples(reference_statistics(reference, network()), heldout, network())
-        return {"real_heldout": {"num_images": _count(heldout), "reference_images": _count(reference), **real},
-                "digits_network": {"identity": network().identity, "heldout_accuracy": network().accuracy}}
-
-    scored = stages.run("study", settings, sweep_dir, sweep)
-    rows = sr.read_rows(sweep_dir)
-    names = {c["path"]: c["name"] for c in SweepFolder(sweep_dir).read_record()["checkpoints"]}
-    noise_dir = out / NOISE_DIR
-    first = _best_row([r for r in rows if r["checkpoint"] == names[str((out / models[0].stage).resolve())]], "digits")
-    log(f"{count - 1}/{count} noise: {models[0].stage}'s best point (steps/scale {first['steps_per_scale']}, cfg "
-        f"{first['cfg']:g}) with {config.study_noise_seeds} more seeds -> {noise_dir}")
-
-    def noise():
-        for k in range(1, config.study_noise_seeds + 1):
-            steps = str(first["steps_per_scale"]).replace(",", "/")
-            folder = _made(noise_dir) / f"seed{config.seed + k}"
-            run_sweep(_sweep_config(config, out / models[0].stage, reference, folder, [str(first["cfg"])], [steps],
-                                    config.seed + k), network=network(), log=print)
-
-    stages.run("study_noise", {**settings, "point": {k: first[k] for k in sr.RUN_COLUMNS}}, noise_dir, noise)
-
-    training_dir = out / TRAINING_DIR
-    best = {m.name: _best_row([r for r in rows if r["checkpoint"] == names[str((out / m.stage).resolve())]], "digits")
-            for m in models}
-    log(f"{count}/{count} training seeds: every generator trained again with {config.study_training_seeds} more "
-        f"seeds, scored at its best point and by its held-out NLL -> {training_dir}")
-
-    def retrain() -> dict:
-        spreads = {}
-        for model in models:
-            point = best[model.name]
-            steps = str(point["steps_per_scale"]).replace(",", "/")
-            runs = {config.seed: (out / model.stage, point)}
-            for seed in range(config.seed + 1, config.seed + 1 + config.study_training_seeds):
-                run_dir = _made(training_dir) / f"{model.stage}_seed{seed}"
-                train_generator(config, out / model.config_name, data_dir, run_dir, seed=seed)
-                sweep_dir = training_dir / f"{model.stage}_seed{seed}_sweep"
-                run_sweep(_sweep_config(config, run_dir, reference, sweep_dir, [str(point["cfg"])], [steps],
-                                        config.seed), network=network(), log=print)
-                (row,) = sr.read_rows(sweep_dir)
-                runs[seed] = (run_dir, row)
-            spreads[model.name] = _training_spread(runs, data_dir / "val", config)
-        return spreads
-
-    training = stages.run("study_training", {**settings, "points": {n: {k: p[k] for k in sr.RUN_COLUMNS}
-                                                                     for n, p in best.items()}},
-                          training_dir, retrain)
+    study = _Study(config, out, stages, models, data_dir, count)
+    _train_other_generators(study, others)
+    _reference_stage(study)
+    scored = _sweep_stage(study)
+    rows = sr.read_rows(out / SWEEP_DIR)
+    best = _best_points(study, rows)
+    first = best[models[0].name]
+    _noise_stage(study, first)
+    training = _training_seeds_stage(study, best)
 
     report_start = time.perf_counter()
     report = {
         "best": sr.best_per_setting(rows, "digits"),
-        "noise": _noise(first, noise_dir, config),
+        "noise": _noise(first, out / NOISE_DIR, config),
         "training_seeds": training,
         **scored,
         "models": [_model_entry(out, m) for m in models],
-        "settings": settings,
+        "settings": study.settings,
         "seconds_per_stage": {**stages.seconds, "report": time.perf_counter() - report_start},
         "reused_stages": stages.reused,
         "seconds_this_run": time.perf_counter() - total_start,
         "run": run,
-        "files": {name: str(sweep_dir / name) for name in (sr.RESULTS_CSV, sr.RESULTS_JSON, sr.BEST_MD,
-                                                            sr.FID_VS_IS, sr.BY_STEPS_PER_SCALE, sr.BY_TOTAL_STEPS)},
+        "files": {name: str(out / SWEEP_DIR / name) for name in (sr.RESULTS_CSV, sr.RESULTS_JSON, sr.BEST_MD,
+                                                                  sr.FID_VS_IS, sr.BY_STEPS_PER_SCALE,
+                                                                  sr.BY_TOTAL_STEPS)},
     }
     atomic_write_text(out / STUDY_REPORT, json.dumps(report, indent=1))
     return report
+
+
+def _train_other_generators(study: _Study, others: list[StudyModel]):
+    """main.py's training of each generator the demo's own stage does not already train."""
+    config, out = study.config, study.out
+    for index, model in enumerate(others, start=4):
+        run_dir = out / model.stage
+        log(f"{index}/{study.count} generator, {_describe(model)}: main.py training -> {run_dir}")
+        path = write_generator_config(config, out, model.config_name, model.overrides)
+        study.stages.run(model.stage, {"config": read_config(path), "args": config.generator_args,
+                                       "seed": config.seed},
+                         run_dir, lambda: train_generator(config, path, study.data_dir, run_dir))
+
+
+def _reference_stage(study: _Study):
+    config = study.config
+    log(f"{study.count - 3}/{study.count} reference: the real training digits -> {study.reference}")
+
+    def write_references():
+        for path, split in ((study.reference, "train"), (study.heldout, "val")):
+            write_digits_reference(_made(path.parent) / path.name, split, config.val_fraction, config.seed)
+
+    study.stages.run("study_reference", {"val_fraction": config.val_fraction, "seed": config.seed},
+                     study.reference.parent, write_references)
+
+
+def _sweep_stage(study: _Study) -> dict:
+    config, sweep_dir = study.config, study.out / SWEEP_DIR
+    log(f"{study.count - 2}/{study.count} sweep: guidance {' '.join(config.study_cfg)} x steps per scale, "
+        f"{config.study_samples} samples per point, digits features -> {sweep_dir}")
+
+    def sweep() -> dict:
+        """The sweep of every generator, and where the held-out real digits score (the run's record keeps it)."""
+        for model in study.models:
+            study.sweep(study.out / model.stage, sweep_dir, config.study_cfg, study_steps(config, model), config.seed)
+        real = evaluate_samples(reference_statistics(study.reference, study.network), study.heldout, study.network)
+        return {"real_heldout": {"num_images": _count(study.heldout), "reference_images": _count(study.reference),
+                                 **real},
+                "digits_network": {"identity": study.network.identity, "heldout_accuracy": study.network.accuracy}}
+
+    return study.stages.run("study", study.settings, sweep_dir, sweep)
+
+
+def _best_points(study: _Study, rows: list[dict]) -> dict:
+    """Each generator's lowest-FID row of the sweep."""
+    names = {c["path"]: c["name"] for c in SweepFolder(study.out / SWEEP_DIR).read_record()["checkpoints"]}
+    return {m.name: _best_row([r for r in rows if r["checkpoint"] == names[str((study.out / m.stage).resolve())]],
+                              "digits")
+            for m in study.models}
+
+
+def _noise_stage(study: _Study, first: dict):
+    """The first generator's best point drawn again with other sampling seeds."""
+    config, model, noise_dir = study.config, study.models[0], study.out / NOISE_DIR
+    log(f"{study.count - 1}/{study.count} noise: {model.stage}'s best point (steps/scale "
+        f"{first['steps_per_scale']}, cfg {first['cfg']:g}) with {config.study_noise_seeds} more seeds -> {noise_dir}")
+
+    def noise():
+        steps = str(first["steps_per_scale"]).replace(",", "/")
+        for k in range(1, config.study_noise_seeds + 1):
+            study.sweep(study.out / model.stage, _made(noise_dir) / f"seed{config.seed + k}", [str(first["cfg"])],
+                        [steps], config.seed + k)
+
+    study.stages.run("study_noise", {**study.settings, "point": {k: first[k] for k in sr.RUN_COLUMNS}}, noise_dir,
+                     noise)
+
+
+def _training_seeds_stage(study: _Study, best: dict) -> dict:
+    """Every generator trained again with other seeds, each scored at its generator's best point."""
+    config, training_dir = study.config, study.out / TRAINING_DIR
+    log(f"{study.count}/{study.count} training seeds: every generator trained again with "
+        f"{config.study_training_seeds} more seeds, scored at its best point and by its held-out NLL -> "
+        f"{training_dir}")
+
+    def retrain() -> dict:
+        return {model.name: _retrain(study, model, best[model.name]) for model in study.models}
+
+    points = {name: {k: point[k] for k in sr.RUN_COLUMNS} for name, point in best.items()}
+    return study.stages.run("study_training", {**study.settings, "points": points}, training_dir, retrain)
+
+
+def _retrain(study: _Study, model: StudyModel, point: dict) -> dict:
+    config, training_dir = study.config, study.out / TRAINING_DIR
+    steps = str(point["steps_per_scale"]).replace(",", "/")
+    runs = {config.seed: (study.out / model.stage, point)}
+    for seed in range(config.seed + 1, config.seed + 1 + config.study_training_seeds):
+        run_dir = _made(training_dir) / f"{model.stage}_seed{seed}"
+        train_generator(config, study.out / model.config_name, study.data_dir, run_dir, seed=seed)
+        sweep_dir = training_dir / f"{model.stage}_seed{seed}_sweep"
+        study.sweep(run_dir, sweep_dir, [str(point["cfg"])], [steps], config.seed)
+        (row,) = sr.read_rows(sweep_dir)
+        runs[seed] = (run_dir, row)
+    return _training_spread(runs, study.data_dir / "val", config)
 
 
 def _made(folder: Path) -> Path:
