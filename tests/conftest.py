@@ -54,7 +54,7 @@ def _few_threads():
 
 
 def pytest_addoption(parser):
-    # The README's screenshot of app.py: `pytest tests/test_app.py --app_model outputs/demo/generator
+    # The README's screenshot of app.py: `pytest tests/interactive/test_app.py --app_model outputs/demo/generator
     # --app_screenshot docs/app.png` (the demo's digits model; the tests' default is tiny_2x).
     parser.addoption("--app_model", default=str(FIXTURES / "tiny_2x"), metavar="FOLDER",
                      help="the model test_app.py launches app.py with (its EMA weights when kept)")

@@ -7,7 +7,7 @@ import pytest
 
 from digits_demo import readme
 
-REPO = readme.Path(__file__).resolve().parents[1]
+REPO = readme.Path(__file__).resolve().parents[2]
 
 
 def test_the_readme_s_demo_numbers_are_the_committed_report_s():

@@ -12,7 +12,7 @@ from models.sampler import Sampler
 
 from model_state import held_bytes
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_the_model_modules_do_not_import_the_sampler():

@@ -11,7 +11,7 @@ import yaml
 
 from models.checkpoint import build_generator
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 PUBLISHED = json.loads((FIXTURES / "published_init" / "stats.json").read_text())
 
 

@@ -16,7 +16,7 @@ from sampling.folder import GRID_NAME, RECORD_NAME, SAMPLES_NAME
 from train_support import FAST_ARGS, digits_subset, tiny_config
 from training.metrics_log import read_metrics
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PROBE = REPO / "tests" / "torchrun_probe.py"
 NODES = 2
 LAUNCH_TIMEOUT_S = 120  # a hung rendezvous or collective fails the test instead of blocking CI

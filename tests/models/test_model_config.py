@@ -13,7 +13,7 @@ import yaml
 from models import GeneratorConfig, build_generator, load_model
 from models.checkpoint import read_config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 PUBLISHED_AUTOENCODER_CONFIG = REPO / "train_ae_codebook" / "autoencoder_config.yaml"
 

@@ -10,7 +10,7 @@ import main
 from common.digits import write_digits_imagefolder
 from training.metrics_log import read_metrics
 
-PUBLISHED = json.loads((Path(__file__).parent / "fixtures" / "training_fidelity" / "epoch_losses.json").read_text())
+PUBLISHED = json.loads((Path(__file__).parents[1] / "fixtures" / "training_fidelity" / "epoch_losses.json").read_text())
 RECIPE = dict(num_workers=0, batch_size=32, lr=0.002, epochs=2, lr_schedule="cosine", min_lr=0.0, warmup_epochs=1,
               weight_decay=0.01, clip_grad=1.0, ema=True, ema_rate=0.99, save_last_freq=1, eval_freq=0)
 # The published run's own spread: its crops are drawn from an unseeded Python random, so one seed run

@@ -24,7 +24,7 @@ from sampling.config import SampleConfig
 from sampling.flops import flops_per_sample
 from sampling.run import sample
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

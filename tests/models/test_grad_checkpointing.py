@@ -11,7 +11,7 @@ import torch
 from benchmarks.activation_memory import saved_tensor_bytes
 from models import load_model
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from common import images
 from train_ae_codebook.images import ImageFiles
 from training.data import Skipped, TenCropImageFolder
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _save(path, array, mode=None, **kw):

@@ -99,7 +99,7 @@ def test_a_killed_holder_leaves_the_folder_free(tmp_path):
     import sys
 
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True,
-                              cwd=os.path.dirname(os.path.dirname(__file__)))
+                              cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     try:
         assert holder.stdout.readline() == "held\n"
         with pytest.raises(files.FolderInUse, match=f"\\(process {holder.pid}\\)"):

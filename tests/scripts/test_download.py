@@ -14,7 +14,7 @@ from hub_cache import lay_out_cache
 from models.checkpoint import checkpoint_paths
 from models.hub import PUBLISHED_REPO
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PUBLISHED_SUMS = REPO / "pretrained_models" / "SHA256SUMS"
 
 

@@ -349,5 +349,5 @@ def test_two_processes_under_torchrun_give_the_single_process_rows(standin, tmp_
     done, _ = finished
     one = {r["samples"]: r for r in sr.read_rows(done)}
     assert [r["cfg"] for r in two] == [1.0, 2.0]
-    for row in two:  # batch sizes move a pixel by a level at most (tests/test_sample.py)
+    for row in two:  # batch sizes move a pixel by a level at most (tests/sampling/test_sample.py)
         assert row["fid"] == pytest.approx(one[row["samples"]]["fid"], rel=0.02)

@@ -19,7 +19,7 @@ from train_ae_codebook.train_config import AETrainConfig
 from train_ae_codebook.training import autoencoder_config, build_autoencoder, train_autoencoder
 from common.digits import write_digits_imagefolder
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DIGITS_CONFIG = REPO / "train_ae_codebook" / "autoencoder_config_digits.yaml"
 SCALES = [1, 2, 4, 8]
 
