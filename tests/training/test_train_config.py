@@ -10,6 +10,7 @@ import yaml
 
 from main import get_args_parser, parse_config
 from train_support import REPO, digits_subset, tiny_config
+from common.config import aliases_of, coerce, kinds_of
 from common.lr_schedule import LRSchedule
 from training.config import TrainConfig
 from training.engine import build_optimizer, inline_reference, param_groups
@@ -60,8 +61,15 @@ def test_published_configs_carry_the_paper_settings(name, batch, lr, epochs, ste
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
-def test_every_config_args_section_loads(name):
-    TrainConfig.load(REPO / "configs" / name)
+def test_every_configs_args_section_loads_into_the_training_config(name):
+    path = REPO / "configs" / name
+    given = yaml.safe_load(path.read_text())["args"]
+    loaded = TrainConfig.load(path)
+    kinds, aliases = kinds_of(TrainConfig), aliases_of(TrainConfig)
+    assert given
+    for key, value in given.items():  # each value as written, none dropped or left at its default
+        field = aliases.get(key, key)
+        assert getattr(loaded, field) == coerce(value, kinds[field], key), key
 
 
 EXPERIMENTS = {  # config -> (the paper's experiment named in its first line, its one change to the S model)
