@@ -2,8 +2,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 # Parity fixtures: small models in the published layout with the numbers the published
@@ -19,6 +21,13 @@ def dead_pid() -> int:
     child = subprocess.Popen([sys.executable, "-c", ""])
     child.wait()
     return child.pid
+
+
+def png(path: Path, value: int = 0, size: int = 40) -> Path:
+    """A new size x size PNG of one grey `value` at `path`, its folders made."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((size, size, 3), value, np.uint8)).save(path)
+    return path
 
 
 @pytest.fixture(scope="session")
