@@ -128,7 +128,7 @@ def test_every_option_of_every_script_shows_its_default(script):
     ("main_evaluate_ae.py", ["--batch_size BATCH_SIZE images per batch (default: 32)"]),
     ("demo.py", ["--samples_per_class SAMPLES_PER_CLASS generated digits per class (default: 30)"]),
 ])
-def test_help_texts(script, shown):
+def test_each_scripts_help_shows_its_key_texts(script, shown):
     text = " ".join(SCRIPTS[script][0]().format_help().split())
     for part in shown:
         assert part in text, part

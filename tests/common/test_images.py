@@ -71,7 +71,7 @@ def test_unreadable_images_are_refused_naming_the_file(tmp_path, kind):
         assert "no fixed white level" in str(error.value)
 
 
-def test_every_reader_uses_them(tmp_path):
+def test_every_image_reader_scales_deep_images_and_refuses_or_skips_float_ones(tmp_path):
     """Training data skips an image it cannot read; the autoencoder's data and evaluator.py refuse it."""
     root = tmp_path / "train"
     _save(root / "0" / "deep.png", np.full((40, 40), 40000, np.uint16))

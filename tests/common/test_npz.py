@@ -9,7 +9,7 @@ RNG = np.random.default_rng(0)
 
 @pytest.mark.parametrize("save", [np.savez, np.savez_compressed])
 @pytest.mark.parametrize("fortran", [False, True])
-def test_header_and_rows(tmp_path, save, fortran):
+def test_header_and_rows_read_back_as_saved_in_batches(tmp_path, save, fortran):
     images = RNG.integers(0, 256, (7, 3, 2, 3), dtype=np.uint8)
     save(tmp_path / "x.npz", arr_0=np.asfortranarray(images) if fortran else images, arr_1=np.arange(7))
     header = npz.array_header(tmp_path / "x.npz", "arr_0")

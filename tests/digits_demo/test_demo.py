@@ -54,7 +54,7 @@ def test_report_has_every_field(demo_run):
     assert all((out / name).is_file() for name in ("grid.png", "checkerboard_steps.png", "samples/samples.npz"))
 
 
-def test_figures(demo_run):
+def test_the_grid_has_a_row_per_class_and_the_steps_figure_a_column_per_step(demo_run):
     out, _ = demo_run
     grid = np.asarray(Image.open(out / "grid.png"))
     cell = 32 * GRID_ZOOM

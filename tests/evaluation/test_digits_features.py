@@ -33,7 +33,7 @@ def batches(tmp_path_factory):
     return d
 
 
-def test_heldout_accuracy(network):
+def test_the_digits_classifier_scores_98_percent_on_held_out_digits(network):
     print(f"digits classifier: held-out accuracy {network.accuracy:.4f}, {network.identity}")
     assert network.accuracy >= 0.98
 

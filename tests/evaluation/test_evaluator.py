@@ -96,7 +96,7 @@ def _one_line_error(out, *fragments):
     assert lines[0].startswith("evaluator.py: error: ") and all(f in lines[0] for f in fragments), lines[0]
 
 
-def test_missing_graph_offline(tmp_path):
+def test_a_missing_inception_graph_offline_is_one_line_and_leaves_no_partial_file(tmp_path):
     np.savez(tmp_path / "x.npz", np.zeros((4, 8, 8, 3), np.uint8))
     # a refusing proxy on loopback stands in for no network
     env = dict(os.environ, CHECKERBOARD_CACHE=str(tmp_path / "cache"), https_proxy="http://127.0.0.1:9",

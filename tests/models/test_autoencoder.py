@@ -37,14 +37,14 @@ def parity(parity_dir):
     return _fixture_autoencoder(parity_dir), torch.load(parity_dir / "expected.pt", weights_only=True), scales
 
 
-def test_config_from_fixture_yaml(tiny_dir):
+def test_the_fixtures_autoencoder_config_reads_as_written(tiny_dir):
     cfg = AutoencoderConfig.from_yaml(tiny_dir / "autoenc" / "autoencoder_config.yaml")
     assert (cfg.ch, cfg.ch_mult, cfg.num_res_blocks, cfg.z_channels) == (32, (1, 2, 2), 1, 32)
     assert (cfg.embed_dim, cfg.n_embed, cfg.normalize, cfg.resolution) == (8, 64, True, 32)
     assert VQModel(cfg).stride == 4
 
 
-def test_config_errors(tmp_path):
+def test_a_missing_or_malformed_autoencoder_config_is_refused_naming_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.yaml"):
         AutoencoderConfig.from_yaml(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
@@ -56,14 +56,14 @@ def test_config_errors(tmp_path):
         AutoencoderConfig.from_yaml(bad)
 
 
-def test_encode_full(parity):
+def test_encode_matches_the_published_code(parity):
     ae, expected, _ = parity
     with torch.no_grad():
         z = ae.encode(expected["imgs"])
     torch.testing.assert_close(z, expected["ae_encode_full"], atol=ATOL, rtol=0)
 
 
-def test_quantize_pyramid(parity):
+def test_quantize_pyramid_matches_the_published_code(parity):
     ae, expected, scales = parity
     with torch.no_grad():
         zqs, inds = ae.quantize_pyramid(expected["imgs"], scales)
@@ -73,7 +73,7 @@ def test_quantize_pyramid(parity):
         torch.testing.assert_close(zqs[i], expected[f"ae_zq_{i}"], atol=ATOL, rtol=0)
 
 
-def test_lookup_and_encode_pyramid(tiny_ae, pyramid, tiny_expected):
+def test_lookup_and_encode_pyramid_give_the_pyramids_codes(tiny_ae, pyramid, tiny_expected):
     zqs, inds = pyramid
     torch.testing.assert_close(tiny_ae.lookup(inds[2]), zqs[2], atol=0, rtol=0)
     with pytest.raises(ValueError, match="scale_sizes"):
@@ -87,14 +87,14 @@ def test_lookup_and_encode_pyramid(tiny_ae, pyramid, tiny_expected):
     assert torch.equal(got[0], inds[1]) and torch.equal(got[1], inds[3])
 
 
-def test_decode_last(parity):
+def test_decode_matches_the_published_code(parity):
     ae, expected, scales = parity
     with torch.no_grad():
         img = ae.decode(expected[f"ae_zq_{len(scales) - 1}"])
     torch.testing.assert_close(img, expected["ae_decode_last"], atol=ATOL, rtol=0)
 
 
-def test_rescale_latents(parity):
+def test_rescale_latents_matches_the_published_code(parity):
     ae, expected, scales = parity
     for s in scales:
         z = ae.rescale_latents(expected[f"ae_zq_{len(scales) - 1}"], s)
@@ -110,7 +110,7 @@ def test_standalone_checkpoint_loads(tiny_dir):
 
 
 @pytest.mark.parametrize("layout", ["state_dict", "model", "bare"])
-def test_state_dict_layouts(tmp_path, tiny_ae, layout):
+def test_every_autoencoder_state_dict_layout_loads(tmp_path, tiny_ae, layout):
     sd = tiny_ae.state_dict()
     torch.save(sd if layout == "bare" else {layout: sd}, tmp_path / "ae.pth")
     got = autoencoder_state_dict_from_file(tmp_path / "ae.pth")
@@ -138,7 +138,7 @@ def test_strict_loader_names_keys(tmp_path, tiny_dir, tiny_ae, change, key):
     assert key in message and "broken.pth" in message and "\n" not in message
 
 
-def test_llamagen_layout(tmp_path, tiny_ae):
+def test_llamagen_weights_load_with_or_without_their_codebook_and_name_a_missing_key(tmp_path, tiny_ae):
     own = tiny_ae.state_dict()
     sd = {k: v.clone() for k, v in own.items()
           if k.startswith(("encoder.", "decoder.", "quant_conv.", "post_quant_conv."))}

@@ -41,7 +41,7 @@ def test_load_model_accepts_file_or_folder(tiny_dir, tiny):
         assert torch.equal(a, b), k
 
 
-def test_pyramid_codes(parity):
+def test_pyramid_codes_match_the_published_code(parity):
     model, e, _ = parity
     codes = model.autoencoder.encode_pyramid(e["imgs"])
     for i, c in enumerate(codes):
@@ -62,7 +62,7 @@ def test_teacher_forced_logits_and_loss(parity):
 
 
 @pytest.mark.parametrize("name", ["sample_nocfg", "sample_cfg"])
-def test_greedy_samples(parity, name):
+def test_samples_match_the_published_sampler(parity, name):
     model, e, expected_json = parity
     settings = expected_json[name]
     out = Sampler(model).generate(labels=e["labels"], cfg=settings["cfg"], cfg_start_step=settings["cfg_start_step"],
@@ -147,7 +147,7 @@ def test_config_without_model_section(tiny_dir, tmp_path):
         load_model(dst)
 
 
-def test_missing_checkpoint(tmp_path):
+def test_a_missing_checkpoint_is_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
         load_model(tmp_path / "nothing")
 

@@ -56,7 +56,7 @@ def _script_env(cache, **more):
     return {**SCRIPT_ENV, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", **more}
 
 
-def test_references():
+def test_hub_references_parse_and_malformed_ones_are_refused():
     assert hub.parse_reference("hf://deigen/checkerboardgen/pretrained_models/checkerboard-L-2x@v1") == \
         hub.HubReference("deigen/checkerboardgen", "pretrained_models/checkerboard-L-2x", "v1")
     assert hub.parse_reference("checkerboard-L-4x") == \

@@ -79,7 +79,7 @@ def test_absent_keys_take_the_published_defaults(tiny_dir):
 
 
 @pytest.mark.parametrize("value,rows", [("all", 3), (None, 3), (0, 0), (2, 2), (5, 5)])
-def test_num_mixing_layers(tiny_dir, value, rows):
+def test_num_mixing_layers_sets_the_mixed_rows(tiny_dir, value, rows):
     """An int (0: no mixing; more than the layers: every layer, extra rows unused, as published),
     or all / null: every layer."""
     model = build_generator(section(class_cond=True, num_classes=10, num_mixing_layers=value,

@@ -171,7 +171,7 @@ def test_unconditional_model_writes_images_without_labels(uncond_dir, tmp_path, 
     assert list(data) == ["arr_0"] and data["arr_0"].shape == (3, 32, 32, 3)
 
 
-def test_calculate_flops(tiny, tiny_dir, capsys, tmp_path):
+def test_calculate_flops_prints_them_and_guidance_costs_less_than_double(tiny, tiny_dir, capsys, tmp_path):
     rc, out, err = run_main(["--checkpoint", tiny_dir, "--calculate_flops", "--output_dir", tmp_path,
                              "--device", "cpu"], capsys)
     assert rc == 0, err

@@ -126,7 +126,7 @@ def test_a_killed_downloads_temporary_is_removed_by_the_next_run(tmp_path):
     assert _files(scripts / "autoenc") == ["checkpoint.pth"]
 
 
-def test_unknown_model_name(tmp_path):
+def test_an_unknown_model_name_is_refused(tmp_path):
     scripts = _setup(tmp_path, {"autoenc/checkpoint.pth": "0" * 64})
     result = _run(scripts, "checkerboard-XL")
     assert result.returncode == 2 and "unknown model 'checkerboard-XL'" in result.stderr

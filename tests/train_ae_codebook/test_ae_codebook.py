@@ -259,7 +259,7 @@ def test_reinit_dead_codes_redraws_only_unused_ones():
     assert state["exp_avg"][[1, 3]].abs().sum() == 0 and state["exp_avg"][[0, 2]].abs().sum() > 0
 
 
-def test_perplexity():
+def test_perplexity_is_the_effective_number_of_codes_used():
     torch.testing.assert_close(perplexity(torch.tensor([5.0, 5.0, 0, 0])), torch.tensor(2.0))
     torch.testing.assert_close(perplexity(torch.tensor([0, 7.0, 0])), torch.tensor(1.0))
 
@@ -272,7 +272,7 @@ def test_step_batches_resume_mid_epoch():
     assert flat[:10] != flat[10:20]
 
 
-def test_config_merging(tmp_path):
+def test_the_command_line_overrides_the_config_and_bad_keys_are_refused(tmp_path):
     config = make_config("c.yaml", {"lr": "1e-3", "batch_size": 8, "train_all": True},
                          {"data_path": "d", "output_dir": "o", "batch_size": 4})
     assert (config.lr, config.batch_size, config.train_all) == (1e-3, 4, True)

@@ -81,14 +81,14 @@ def test_train_all_with_perceptual_loss(digits, tmp_path):
         train_autoencoder(digits_config(train, tmp_path / "out2", perceptual_weights=str(tmp_path / "vgg16.pth")))
 
 
-def test_psnr():
+def test_psnr_in_decibels_of_the_clamped_images():
     x = torch.zeros(2, 3, 4, 4)
     # 0.2 in [-1, 1] is 0.1 in [0, 1]: MSE 0.01, 20 dB; clamping keeps an overshoot at the range end.
     torch.testing.assert_close(psnr(x + 0.2, x), torch.tensor([20.0, 20.0]))
     torch.testing.assert_close(psnr(torch.full_like(x, 3.0), torch.full_like(x, 0.8)), torch.full((2,), 20.0))
 
 
-def test_evaluation_per_scale(tiny_dir, digits, tmp_path, capsys):
+def test_evaluation_reports_psnr_and_codebook_usage_per_scale(tiny_dir, digits, tmp_path, capsys):
     _, val = digits
     model = load_autoencoder(tiny_dir / "autoenc" / "autoencoder_config.yaml", tiny_dir / "autoenc" / "checkpoint.pth")
     results = evaluate(model, val)

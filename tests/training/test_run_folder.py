@@ -211,7 +211,7 @@ def test_a_full_disk_stops_the_run_in_one_line_and_keeps_the_last_checkpoint(two
 
 
 # ---- the token cache and autoencoder training: the same rules ------------------------------------------
-def test_token_cache_folder_rules(config, tmp_path, held):
+def test_a_token_cache_folder_is_refused_when_foreign_or_busy_and_cleaned_when_interrupted(config, tmp_path, held):
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("mine\n")

@@ -128,7 +128,7 @@ def test_unknown_or_ill_typed_keys_are_named(tmp_path):
         get_args_parser().parse_args(["--config", str(tmp_path / "c.yaml"), "--no_such_option", "1"])
 
 
-def test_blr_rule():
+def test_the_base_learning_rate_scales_with_the_global_batch():
     config = TrainConfig(batch_size=32, blr=1e-4, grad_accum_steps=4)
     # batch_size x processes / 256; gradient accumulation does not enter (the published code)
     assert config.resolved_lr(world_size=8) == pytest.approx(1e-4 * 32 * 8 / 256)
@@ -208,7 +208,7 @@ def test_cosine_schedule_ends_at_min_lr():
     assert all(a >= b for a, b in zip(values, values[1:])) and not any(math.isnan(v) for v in values)
 
 
-def test_optimizer_choice():
+def test_the_optimizer_is_adamw_unless_adam_is_asked():
     model = torch.nn.Linear(4, 4)
     adam = build_optimizer(model, 1e-3, 0.02, (0.9, 0.95), "cpu", "adam")
     assert type(adam) is torch.optim.Adam and adam.param_groups[0]["weight_decay"] == 0.02
