@@ -1,6 +1,5 @@
 """Selective activation checkpointing: the same loss and gradients from less saved memory."""
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +8,7 @@ import pytest
 import torch
 
 from benchmarks.activation_memory import saved_tensor_bytes
+from cli_check import SCRIPT_ENV
 from models import load_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,7 +48,7 @@ def test_checkpointing_keeps_loss_and_gradients_and_saves_memory(tiny):
 def _activation_memory(*flags) -> dict:
     script = REPO / "benchmarks" / "activation_memory.py"
     out = subprocess.run([sys.executable, str(script), "--model", "tiny", "--dtype", "fp32", *flags],
-                         capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                         capture_output=True, text=True, check=True, env=SCRIPT_ENV)
     return json.loads(out.stdout)
 
 
