@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -57,9 +58,14 @@ def tiny_expected(tiny_dir):
     return torch.load(tiny_dir / "expected.pt", weights_only=True)
 
 
+# Two threads for a test on its own, one per process when pytest-xdist runs tests side by side (-n 2):
+# on two cores, more threads than cores spin-wait for each other.
+THREADS = max(1, 2 // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+
+
 @pytest.fixture(autouse=True)
 def _few_threads():
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
 
 
 def pytest_addoption(parser):
