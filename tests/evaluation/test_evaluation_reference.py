@@ -139,7 +139,7 @@ def test_adm_precomputed_statistics_are_inception_ones(tmp_path):
         batch_features(CountingNetwork(name="inception"), open_batch(tmp_path / "half.npz"))
 
 
-def test_content_hash_of_a_folder(tmp_path):
+def test_a_folders_content_hash_covers_its_images_only(tmp_path):
     from PIL import Image
 
     folder = tmp_path / "imgs"

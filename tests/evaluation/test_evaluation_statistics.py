@@ -39,7 +39,7 @@ def test_frechet_distance_non_finite_sqrtm_adds_offset():
     assert fid == pytest.approx(2 + 0 + 2 - 2 * 2 * np.sqrt(eps * (1 + eps)), rel=1e-9)
 
 
-def test_frechet_distance_imaginary_part():
+def test_frechet_distance_drops_a_negligible_imaginary_part_and_refuses_a_large_one():
     mu = np.zeros(2)
     # a negligible imaginary part (sqrt(-1e-8) = 1e-4 i) is dropped
     assert statistics.frechet_distance(mu, np.eye(2), mu, np.diag([-1e-8, 1.0])) == pytest.approx(2 + (1 - 1e-8) - 2)
@@ -49,7 +49,7 @@ def test_frechet_distance_imaginary_part():
         statistics.frechet_distance(np.zeros(2), np.eye(2), np.zeros(3), np.eye(3))
 
 
-def test_inception_score_against_scipy_kl():
+def test_inception_score_matches_scipys_kl_divergence():
     probs = softmax(np.random.default_rng(2).normal(size=(12, 7)) * 3, axis=1)
 
     def score(part):

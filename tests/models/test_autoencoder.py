@@ -101,7 +101,7 @@ def test_rescale_latents_matches_the_published_code(parity):
         torch.testing.assert_close(z, expected[f"ae_rescale_latents_to_{s}"], atol=ATOL, rtol=0)
 
 
-def test_standalone_checkpoint_loads(tiny_dir):
+def test_a_standalone_autoencoder_checkpoint_loads_for_evaluation(tiny_dir):
     model = load_autoencoder(tiny_dir / "autoenc" / "autoencoder_config.yaml",
                              tiny_dir / "autoenc" / "checkpoint.pth")
     assert not model.training and bool(model.quantize.initialized)
@@ -122,7 +122,7 @@ def test_every_autoencoder_state_dict_layout_loads(tmp_path, tiny_ae, layout):
     ("unexpected", "encoder.extra.weight"),
     ("shape", "quant_conv.weight"),
 ])
-def test_strict_loader_names_keys(tmp_path, tiny_dir, tiny_ae, change, key):
+def test_the_strict_loader_names_a_missing_unexpected_or_misshapen_key(tmp_path, tiny_dir, tiny_ae, change, key):
     sd = dict(tiny_ae.state_dict())
     if change == "missing":
         del sd[key]
@@ -163,7 +163,7 @@ def test_llamagen_weights_load_with_or_without_their_codebook_and_name_a_missing
         load_llamagen_weights(model, tmp_path / "vq_ds16_c2i.pt")
 
 
-def test_l_size_keys_match_official(published_keys_dir):
+def test_l_size_keys_match_the_published_checkpoint(published_keys_dir):
     expected = {}
     for line in (published_keys_dir / "official_state_dict_L-2x.txt").read_text().splitlines():
         if line.startswith("autoenc."):

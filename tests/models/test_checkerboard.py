@@ -37,11 +37,11 @@ def test_non_power_of_two_keeps_top_left_window_order(n):
 @pytest.mark.parametrize("ratio,expected", [
     (2, [1, 2, 4, 8, 16]), (4, [1, 4, 16]), (3, [1, 2, 5, 16]), (math.sqrt(2), [1, 2, 3, 4, 6, 8, 11, 16]),
 ])
-def test_scale_sizes_examples(ratio, expected):
+def test_scale_sizes_shrink_by_the_ratio(ratio, expected):
     assert scale_sizes(16, ratio, 1) == expected
 
 
-def test_single_scale():
+def test_a_single_scale_is_the_image_size():
     assert scale_sizes(16, 2, 16) == [16]
 
 

@@ -140,7 +140,7 @@ def test_wrong_checkpoint_keys_are_named(tiny_dir, tmp_path):
         assert part in msg
 
 
-def test_config_without_model_section(tiny_dir, tmp_path):
+def test_a_config_without_a_model_section_is_refused(tiny_dir, tmp_path):
     dst = _copy_fixture(tiny_dir, tmp_path)
     (dst / "config.yaml").write_text(yaml.safe_dump({"args": {"batch_size": 4}}))
     with pytest.raises(ValueError, match="no 'model:' section"):
@@ -161,7 +161,7 @@ def test_zero_size_scale_in_config(tiny_dir, tmp_path):
         load_model(dst)
 
 
-def test_labels_out_of_range(tiny):
+def test_labels_out_of_range_are_refused(tiny):
     with pytest.raises(ValueError, match="labels must be in 0..9"):
         Sampler(tiny).generate(labels=torch.tensor([3, 10]), temperature=0)
     with pytest.raises(ValueError, match="labels must be in 0..9"):
@@ -186,7 +186,7 @@ def test_labels_exactly_for_a_class_conditional_model(tiny, tiny_dir):
         unconditional(zeros(unconditional), torch.tensor([0]))
 
 
-def test_unconditional_model_and_cfg_error(tiny_dir):
+def test_an_unconditional_model_samples_and_refuses_guidance(tiny_dir):
     model = _unconditional(tiny_dir)
     assert model.scale_sizes == [1, 3, 8]
     assert "class_embeddings.weight" not in model.state_dict()

@@ -92,7 +92,7 @@ def test_num_mixing_layers_sets_the_mixed_rows(tiny_dir, value, rows):
     assert logits.shape == (1, 85, 64)
 
 
-def test_single_scale_and_rms_norm_eps(tiny_dir):
+def test_single_scale_and_rms_norm_eps_reach_the_model(tiny_dir):
     model = build_generator(section(single_scale=True, scale_ratio=4, num_blocks_per_scale=3,
                                     llama_config={"hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 1,
                                                   "rms_norm_eps": 1e-5}), tiny_dir, load_autoencoder_weights=False)

@@ -15,7 +15,7 @@ def test_to_uint8_rounds_to_the_nearest_level_and_is_nhwc():
     assert out[0, :, :, 0].ravel().tolist() == [0, 255, 101, 100, 255, 0]
 
 
-def test_labels_by_global_index():
+def test_labels_and_seeds_follow_the_global_sample_index():
     assert plan.balanced_labels(range(7, 13), 5).tolist() == [2, 3, 4, 0, 1, 2]
     assert plan.cycled_labels([0, 1, 2, 3, 4], [207, 360]).tolist() == [207, 360, 207, 360, 207]
     gens = lambda: seeds.sample_generators(3, [10, 11, 12], "cpu")  # noqa: E731

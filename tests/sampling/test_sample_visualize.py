@@ -29,7 +29,7 @@ def test_image_grid_places_images_row_major():
     assert grid[4, 10, 0] == visualize.BACKGROUND and grid[3, 0, 0] == visualize.BACKGROUND
 
 
-def test_colormap_ends():
+def test_the_colormap_ends_are_viridis_ends():
     assert visualize.colormap(np.array([0.0, 1.0])).tolist() == [[68, 1, 84], [253, 231, 37]]
 
 

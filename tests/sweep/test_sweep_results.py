@@ -47,7 +47,7 @@ def hand_made_rows():
     ]
 
 
-def test_best_guidance_per_setting():
+def test_the_best_guidance_per_setting_and_its_near_best_spread():
     table = sr.best_per_setting(hand_made_rows(), "inception")
     assert [(t["checkpoint"], t["steps_per_scale"]) for t in table] == [
         ("ckpt/L-2x", 4), ("ckpt/L-2x", 1), ("ckpt/S-4x", 8), ("ckpt/S-single", "8")]

@@ -63,7 +63,7 @@ def test_train_all_lowers_reconstruction_error(digits, tmp_path):
     assert after["codebook_usage"] > 0.2
 
 
-def test_train_all_with_perceptual_loss(digits, tmp_path):
+def test_train_all_with_perceptual_loss_logs_a_positive_perceptual_term(digits, tmp_path):
     train, _ = digits
     torch.manual_seed(0)
     vgg = {f"features.{k}": v for k, v in make_layers(cfgs["D"]).state_dict().items()}

@@ -136,7 +136,7 @@ def test_the_base_learning_rate_scales_with_the_global_batch():
     assert TrainConfig(batch_size=32, blr=1e-4, lr=3e-4).resolved_lr(world_size=8) == 3e-4
 
 
-def test_published_step_schedule():
+def test_the_published_step_schedule_warms_up_and_steps_down():
     config = TrainConfig.load(REPO / "configs" / "config_256_S.yaml")
     schedule = LRSchedule.of(config)
     assert schedule(0.5) == pytest.approx(0.5e-4)  # one warm-up epoch
@@ -147,7 +147,7 @@ def test_published_step_schedule():
     assert [custom(e) for e in (0, 2.9, 3, 4.9, 5, 9)] == [2.0, 2.0, 1.0, 1.0, 0.5, 0.5]
 
 
-def test_lr_schedules_per_iteration():
+def test_lr_schedules_are_read_per_iteration():
     step = LRSchedule(1.0, 10, "step", warmup_epochs=1, steps=(5, 8), gamma=0.1)
     assert step(0.0) == 0.0 and step(0.25) == pytest.approx(0.25)  # warm-up within the first epoch
     assert step(1.0) == 1.0 and step(4.99) == 1.0
