@@ -1,4 +1,4 @@
-"""What tests/test_multinode.py launches with torchrun in place of a script: `python torchrun_probe.py
+"""What tests/scripts/test_multinode.py launches with torchrun in place of a script: `python torchrun_probe.py
 main.py ARGS` runs main.py's (or main_sample.py's) main(ARGS) as `torchrun main.py ARGS` would, and
 records what this process was given to do, which the scripts' own outputs cannot tell apart by
 process: the training items it drew per epoch and the sample shards it wrote. The record goes to
