@@ -56,9 +56,9 @@ def main():
     model = build_random_model(args.model, device, dtype)
     steps = args.steps_per_scale or (8 if args.model == "L_4x" else 4)
     sampler = Sampler(model, compile=args.compile)
-    n_steps = len(sampler.plan(steps).block_bounds)
+    n_steps = len(sampler.schedule(steps).block_bounds)
     for batch in args.batch_size:
-        labels = torch.arange(batch, device=device) % model.cfg.num_classes
+        labels = torch.arange(batch, device=device) % model.config.num_classes
         gen = torch.Generator(device=device).manual_seed(0)
 
         def run():

@@ -49,7 +49,7 @@ def plan_for(config: SampleConfig, model: CheckerboardGenerator) -> SamplePlan:
         raise ValueError(f"--steps_per_scale: {e}") from None
     fixed = dict(cfg_start_step=config.cfg_start_step, steps_per_scale=steps, temperature=config.temperature,
                  seed=config.seed)
-    if not model.cfg.class_cond:
+    if not model.config.class_cond:
         if config.cfg:
             raise ValueError(f"--cfg {config.cfg}: this model is unconditional, guidance needs a "
                              f"class-conditional model (use --cfg 0)")
@@ -58,7 +58,7 @@ def plan_for(config: SampleConfig, model: CheckerboardGenerator) -> SamplePlan:
         num = config.num_samples or (FID_NUM_SAMPLES if config.fid else DEFAULT_NUM_SAMPLES)
         return SamplePlan(num, 0.0, label_mode="none", num_classes=None, **fixed)
 
-    n_cls = model.cfg.num_classes
+    n_cls = model.config.num_classes
     fixed["cfg"] = DEFAULT_CFG if config.cfg is None else config.cfg
     check_guidance_start(fixed["cfg"], config.cfg_start_step, total_steps(model.scale_sizes, steps))
     if config.classes is not None:
@@ -115,7 +115,7 @@ def draw_images(sampler: Sampler, plan: SamplePlan, indices: list[int], batch_si
                 progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """uint8 images (n, H, W, 3) and labels (n,) (None for an unconditional model) of these global
     indices, drawn `batch_size` at a time; `progress(k)` after each batch of k."""
-    size = sampler.model.cfg.img_size
+    size = sampler.model.config.img_size
     images, labels = [np.zeros((0, size, size, 3), np.uint8)], []
     for lo in range(0, len(indices), batch_size):
         out = draw(sampler, plan, indices[lo:lo + batch_size], device)

@@ -385,7 +385,7 @@ def test_sampling_without_output_dir_is_one_clear_line(tiny_dir, capsys):
 
 
 def test_steps_per_scale_defaults_to_the_model_s_num_blocks_per_scale(tiny, tmp_path):
-    assert tiny.cfg.num_blocks_per_scale == 8  # the fixture's config leaves it out: the published default
+    assert tiny.config.num_blocks_per_scale == 8  # the fixture's config leaves it out: the published default
     outputs = sample(_config(tmp_path, "default", num_samples=1, classes=[3]), model=tiny)
     record = json.loads((outputs.samples_npz.parent / "sampling.json").read_text())
     assert record["steps_per_scale"] == list(tiny.steps_per_scale_list(None)) and record["cfg_start_step"] == 2

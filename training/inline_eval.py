@@ -53,7 +53,7 @@ class SampleSettings:
 def sample_images(generator, indices: list[int], settings: SampleSettings, device) -> np.ndarray:
     """uint8 (n, H, W, 3) samples: sample i is main_sample.py's sample i with these settings and --fid
     (sampling/plan.py draws both), whatever the batches or processes the indices are split among."""
-    config = settings.sample_config(generator.cfg.num_classes if generator.cfg.class_cond else None)
+    config = settings.sample_config(generator.config.num_classes if generator.config.class_cond else None)
     plan = plan_for(config, generator)
     return draw_images(Sampler(generator), plan, indices, settings.batch_size, device)[0]
 
