@@ -24,6 +24,11 @@ from .checkerboard import block_sizes
 from .generator import CheckerboardGenerator, Conditioning
 from .layout import Layout
 
+# The published sampler guides from step 5 on (counted over all scales). Every other default of the
+# guidance start (sampling/config.py re-exports it to the configs, scripts and training's evaluation) is
+# this one; it lives here, not in sampling/, so that models/ imports nothing above it.
+DEFAULT_CFG_START_STEP = 5
+
 # Compiled step functions specialise on the block size, the scale and the options (static shapes):
 # enough room for several settings in one process without touching torch's global limit.
 RECOMPILE_LIMIT = 64
@@ -202,8 +207,8 @@ class Sampler:
         return self.caches
 
     @torch.no_grad()
-    def generate(self, labels=None, batch_size=None, cfg=0.0, cfg_start_step=5, steps_per_scale=None,
-                 temperature=1.0, generator=None, return_trace=False) -> GenerationOutput:
+    def generate(self, labels=None, batch_size=None, cfg=0.0, cfg_start_step=DEFAULT_CFG_START_STEP,
+                 steps_per_scale=None, temperature=1.0, generator=None, return_trace=False) -> GenerationOutput:
         """Samples for `labels` (B,) (a class-conditional model; random classes from `generator`
         when None) or `batch_size` (unconditional). cfg: guidance weight, from step cfg_start_step
         (steps count blocks from 0 over all scales); steps_per_scale: an int, one per scale, or None

@@ -11,12 +11,15 @@ Its own checks (`validate`) need no model; those that do are sampling/plan.py's.
 from dataclasses import dataclass
 
 from common.config import option, recheck
+from models.sampler import DEFAULT_CFG_START_STEP
 from sampling.seeds import MAX_SEED
 
 # The published main_sample.py (and main_evaluate.py, and main.py's inline evaluation) guide with
 # 2.0 when --cfg is not given, so a published command line that leaves it out draws the same samples
 # here. The paper's FID runs use 1.5 (its run_evaluator.sh), which the README's commands pass.
 DEFAULT_CFG = 2.0
+# DEFAULT_CFG_START_STEP, imported above, is the sampler's own default (models/ imports nothing from
+# here); the configs, scripts and training's inline evaluation take both defaults from this module.
 FID_NUM_SAMPLES = 50_000  # the ADM protocol's sample count
 DEFAULT_NUM_SAMPLES = 16
 
@@ -31,7 +34,7 @@ class SampleConfig:
     use_ema: bool = option("sample with the checkpoint's model_ema weights", False)
     cfg: float | None = option("classifier-free guidance weight (0: none)", None, ge=0, float32=True,
                                default_text=f"{DEFAULT_CFG} for a class-conditional model, as published; else 0")
-    cfg_start_step: int = option("first guided step, counted over all scales", 5, ge=0)
+    cfg_start_step: int = option("first guided step, counted over all scales", DEFAULT_CFG_START_STEP, ge=0)
     steps_per_scale: int | list[int] | None = option("sampling steps per scale: one value, or one per scale such "
                                                      "as 1,4,4,4,4", None, ge=1,
                                                      default_text="the model's num_blocks_per_scale, as published")
