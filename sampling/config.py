@@ -48,8 +48,8 @@ class SampleConfig:
                                      default_text=f"{FID_NUM_SAMPLES} with --fid, one per --classes entry, else "
                                                   f"{DEFAULT_NUM_SAMPLES}")
     batch_size: int = option("samples per generate() call and process", 32, ge=1)
-    fid: bool = option("FID mode: class-balanced labels (sample i has class i % num_classes), count checked; "
-                       f"--num_samples {FID_NUM_SAMPLES} without labels asked for is FID mode too", False)
+    fid: bool = option("FID mode: class-balanced labels (sample i has class i % num_classes), count checked",
+                       False)
     shard_size: int = option("samples per resumable shard", 1000, ge=1)
     grid_samples: int = option("how many of the first samples grid.png shows", 64, ge=1)
     save_pyramid: bool = option("pyramid.png: the decoded image of every scale", False)
@@ -67,11 +67,6 @@ class SampleConfig:
                            "batch shape", False)
     max_shards: int | None = option("stop after this many new shards per process (tests resumption)", None, ge=1,
                                     hidden=True)
-
-    def __post_init__(self):
-        # 50,000 samples with no labels asked for is the ADM protocol: an FID run, class-balanced.
-        if self.num_samples == FID_NUM_SAMPLES and self.classes is None and not self.random_classes:
-            self.fid = True
 
     def validate(self) -> None:
         """Checks that need no model: every field's type and bounds (a config made in code gets the
