@@ -213,7 +213,10 @@ class Sampler:
         when None) or `batch_size` (unconditional). cfg: guidance weight, from step cfg_start_step
         (steps count blocks from 0 over all scales); steps_per_scale: an int, one per scale, or None
         for the model's default; temperature 0 is argmax; generator: a torch.Generator or one per
-        sample; return_trace: also the step and entropy of every cell."""
+        sample; return_trace: also the step and entropy of every cell.
+
+        The library's entry for direct calls: every argument is checked here (ValueError naming it).
+        Callers whose values were checked where they entered use `generate_unchecked`."""
         model = self.model
         cfg, temperature = finite_number("cfg", cfg), finite_number("temperature", temperature)
         cfg_start_step = whole_number("cfg_start_step", cfg_start_step)
@@ -224,14 +227,25 @@ class Sampler:
         per_sample = isinstance(generator, (list, tuple))
         if per_sample and batch_size is None and labels is None:
             batch_size = len(generator)
-        device, dtype = model.device, model.dtype
-        labels, B = resolve_labels(model, labels, batch_size, generator, device)
+        labels, B = resolve_labels(model, labels, batch_size, generator, model.device)
         if per_sample and len(generator) != B:
             # one stream per sample: a row without its own generator would keep uninitialised noise
             raise ValueError(f"generator: {len(generator)} generators for {B} samples (pass one per sample, or one "
                              f"torch.Generator for the batch)")
+        check_guidance_start(cfg, cfg_start_step, len(self.schedule(steps_per_scale).block_bounds))
+        return self.generate_unchecked(labels, B, cfg, cfg_start_step, steps_per_scale, temperature, generator,
+                                       return_trace)
+
+    @torch.no_grad()
+    def generate_unchecked(self, labels, batch_size: int, cfg: float, cfg_start_step: int, steps_per_scale,
+                           temperature: float, generator, return_trace: bool = False) -> GenerationOutput:
+        """`generate` without its checks, for values checked where they entered (sampling/plan.py's
+        plans, checked against the model by `plan_for`): labels (B,) class indices (long, on the model's
+        device, in range) for a class-conditional model, else None; batch_size B; generator one
+        torch.Generator or one per sample. Wrong values here give wrong samples, not an error."""
+        model, B = self.model, batch_size
+        device, dtype = model.device, model.dtype
         schedule = self.schedule(steps_per_scale)
-        check_guidance_start(cfg, cfg_start_step, len(schedule.block_bounds))
         guided = cfg > 0
         cfg_weights = torch.tensor([cfg if guided and t >= cfg_start_step else 0.0
                                     for t in range(len(schedule.block_bounds))]).to(device)

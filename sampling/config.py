@@ -6,7 +6,9 @@ Built by main_sample.py from its command line, or in code:
                           cfg=1.5, fid=True)
     sample(config)                    # sampling/run.py
 
-Its own checks (`validate`) need no model; those that do are sampling/plan.py's.
+A config is checked where it is made (the command line's `make`, or a constructor call in code),
+once: the checks that need no model. Those that need the model are sampling/plan.py's `plan_for`;
+nothing between them and the draws checks again. It is frozen, so what was checked stays.
 """
 from dataclasses import dataclass
 
@@ -24,7 +26,7 @@ FID_NUM_SAMPLES = 50_000  # the ADM protocol's sample count
 DEFAULT_NUM_SAMPLES = 16
 
 
-@dataclass
+@dataclass(frozen=True)
 class SampleConfig:
     checkpoint: str | None = option("checkpoint file or model folder (published layout, with config.yaml)", None,
                                     default_text="required; in code, it may name a model passed to sample()", path=True)
@@ -68,7 +70,7 @@ class SampleConfig:
     max_shards: int | None = option("stop after this many new shards per process (tests resumption)", None, ge=1,
                                     hidden=True)
 
-    def validate(self) -> None:
+    def __post_init__(self):
         """Checks that need no model: every field's type and bounds (a config made in code gets the
         command line's checks), then the combinations."""
         recheck(self)

@@ -39,10 +39,10 @@ class SamplePlan:
 
 
 def plan_for(config: SampleConfig, model: CheckerboardGenerator) -> SamplePlan:
-    """The config's checks, then those that need the model: one step count per scale, classes in
-    range, guidance and classes only with a class-conditional model, guidance starting at a step
-    there is, a class-balanced FID count."""
-    config.validate()
+    """The checks that need the model (the config checked its own values when it was made): one step
+    count per scale, classes in range, guidance and classes only with a class-conditional model,
+    guidance starting at a step there is, a class-balanced FID count. The draws of the plan are not
+    checked again."""
     try:
         steps = tuple(model.steps_per_scale_list(config.steps_per_scale))
     except ValueError as e:
@@ -102,13 +102,13 @@ def labels_for(plan: SamplePlan, indices, generators: list[torch.Generator]) -> 
 
 def draw(sampler: Sampler, plan: SamplePlan, indices: list[int], device, return_trace: bool = False
          ) -> GenerationOutput:
-    """The samples of these global indices, as one batch."""
+    """The samples of these global indices, as one batch: the plan was checked by `plan_for`, its labels
+    are in range by construction and each sample has its generator, so the sampler checks nothing."""
     generators = sample_generators(plan.seed, indices, device)
     labels = labels_for(plan, indices, generators)
-    return sampler.generate(labels=None if labels is None else labels.to(device), batch_size=len(indices),
-                            cfg=plan.cfg, cfg_start_step=plan.cfg_start_step,
-                            steps_per_scale=list(plan.steps_per_scale), temperature=plan.temperature,
-                            generator=generators, return_trace=return_trace)
+    return sampler.generate_unchecked(None if labels is None else labels.to(device), len(indices), plan.cfg,
+                                      plan.cfg_start_step, plan.steps_per_scale, plan.temperature, generators,
+                                      return_trace)
 
 
 def draw_images(sampler: Sampler, plan: SamplePlan, indices: list[int], batch_size: int, device,

@@ -55,10 +55,9 @@ def sample(config: SampleConfig, model: CheckerboardGenerator | None = None, dev
     of `model`, a Sampler of it that the caller keeps across runs (a sweep), so that its compiled steps
     and CUDA graphs, built once per batch shape, serve every run. `checkpoint_sha256`: the SHA-256 of
     config.checkpoint's file when the caller has it (a sweep hashes each model once), else it is
-    computed; sampling.json records it. Every check (config, model, folder)
-    comes before anything is written. Returns the paths, or None when max_shards stopped the run
-    before every shard was drawn."""
-    config.validate()
+    computed; sampling.json records it. Every check (the config's own, when it was made; the model's,
+    in plan_for; the folder's) comes before anything is written. Returns the paths, or None when
+    max_shards stopped the run before every shard was drawn."""
     if sampler is not None:
         model = sampler.model
     if not config.output_dir:
