@@ -6,9 +6,9 @@ compiled steps and CUDA graphs are built once per batch shape), and each draw ma
                                         steps_per_scale="4", temperature=0.7, seed=0))
     drawing.images, drawing.frames[t], drawing.step_maps, drawing.seconds
 
-The settings are main_sample.py's (a `SampleConfig`, checked by `plan_for`) and sample i is drawn
-from main_sample.py's stream for (seed, i): the app shows exactly the samples that
-`python main_sample.py --classes ... --seed ...` writes.
+The settings are main_sample.py's (a `SampleConfig`, checked when made and against the model by
+`plan_for`) and sample i is drawn from main_sample.py's stream for (seed, i): the app shows exactly
+the samples that `python main_sample.py --classes ... --seed ...` writes.
 """
 import time
 from dataclasses import dataclass
