@@ -65,9 +65,10 @@ class CheckerboardGenerator(nn.Module):
         super().__init__()
         self.config = config
         lc = config.llama_config
-        tcfg = TransformerConfig(lc.hidden_size, lc.num_hidden_layers, lc.num_attention_heads, lc.intermediate_size,
-                                 config.num_mixing_layers, config.class_cond, lc.rms_norm_eps)
-        C = tcfg.dim
+        transformer_config = TransformerConfig(lc.hidden_size, lc.num_hidden_layers, lc.num_attention_heads,
+                                               lc.intermediate_size, config.num_mixing_layers, config.class_cond,
+                                               lc.rms_norm_eps)
+        C = transformer_config.dim
         if config.img_size % autoencoder.stride:
             raise ValueError(f"model.img_size {config.img_size} is not a multiple of the autoencoder's stride "
                              f"{autoencoder.stride}")
@@ -82,7 +83,7 @@ class CheckerboardGenerator(nn.Module):
         self.autoenc = autoencoder
         self.autoenc.scale_sizes = self.scale_sizes
         self.autoenc.requires_grad_(False)
-        self.llama = Transformer(tcfg, self.scale_sizes)
+        self.llama = Transformer(transformer_config, self.scale_sizes)
         if config.class_cond:
             self.class_embeddings = nn.Embedding(config.num_classes + 1, C)  # last row: "no class"
         self.embed_positions = nn.Embedding(self.num_tokens, C)
