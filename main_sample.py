@@ -53,7 +53,6 @@ def main(argv=None) -> int:
 def run(config: SampleConfig, calculate_flops: bool) -> int:
     with one_line_errors(PROG):
         if calculate_flops:
-            config.validate()
             device = resolve_device(config.device)
             print(f"GFLOPs per sample: {flops_per_sample(load_for_sampling(config, device), config, device) / 1e9:.3f}")
             return 0

@@ -73,7 +73,7 @@ def main():
 
     def step_bytes(B: int) -> int:
         indices = [torch.randint(0, book, (B, s, s), device=device) for s in model.scale_sizes]
-        labels = torch.randint(0, model.cfg.num_classes, (B,), device=device)
+        labels = torch.randint(0, model.config.num_classes, (B,), device=device)
 
         def forward():
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):

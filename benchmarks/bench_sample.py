@@ -15,6 +15,7 @@ import torch
 
 from benchmarks.random_models import build_random_model
 from models.sampler import Sampler
+from sampling.config import DEFAULT_CFG_START_STEP
 
 
 def time_call(fn, device, warmup: int, repeats: int) -> list[float]:
@@ -42,7 +43,7 @@ def main():
     parser.add_argument("--batch_size", type=int, nargs="+", default=[1])
     parser.add_argument("--steps_per_scale", type=int, default=None, help="default: 4 (ratio 2), 8 (ratio 4)")
     parser.add_argument("--cfg", type=float, default=1.5)
-    parser.add_argument("--cfg_start_step", type=int, default=5)
+    parser.add_argument("--cfg_start_step", type=int, default=DEFAULT_CFG_START_STEP)
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     parser.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
     parser.add_argument("--compile", action="store_true",
@@ -56,9 +57,9 @@ def main():
     model = build_random_model(args.model, device, dtype)
     steps = args.steps_per_scale or (8 if args.model == "L_4x" else 4)
     sampler = Sampler(model, compile=args.compile)
-    n_steps = len(sampler.plan(steps).block_bounds)
+    n_steps = len(sampler.schedule(steps).block_bounds)
     for batch in args.batch_size:
-        labels = torch.arange(batch, device=device) % model.cfg.num_classes
+        labels = torch.arange(batch, device=device) % model.config.num_classes
         gen = torch.Generator(device=device).manual_seed(0)
 
         def run():

@@ -43,8 +43,8 @@ def main():
     options = StepOptions(grad_clip=3.0, amp_dtype=amp_dtype, compile=args.compile)
     module = wrap_for_training(model, device, distributed=False, use_compile=args.compile)
     B = args.batch_size
-    labels = torch.randint(0, model.cfg.num_classes, (B,), device=device)
-    size = model.cfg.img_size
+    labels = torch.randint(0, model.config.num_classes, (B,), device=device)
+    size = model.config.img_size
     images = torch.rand(B, 3, size, size, device=device) * 2 - 1
     book = model.autoenc.config.n_embed
     indices = [torch.randint(0, book, (B, s, s), device=device) for s in model.scale_sizes]

@@ -30,7 +30,7 @@ def heldout_nll(run_dir: Path, val_dir: Path, batch_size: int) -> dict:
     """Per-token cross entropy (nats) of the held-out images per scale and overall, with the EMA
     weights (when kept) in eval mode (no label drop or random blocks), averaged over images."""
     model = load_model(run_dir, use_ema=has_ema(run_dir))
-    _, samples = image_folder_samples(val_dir, model.cfg.num_classes)
+    _, samples = image_folder_samples(val_dir, model.config.num_classes)
     sums, count = {}, 0
     for start in range(0, len(samples), batch_size):
         chunk = samples[start:start + batch_size]

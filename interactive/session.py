@@ -6,9 +6,9 @@ compiled steps and CUDA graphs are built once per batch shape), and each draw ma
                                         steps_per_scale="4", temperature=0.7, seed=0))
     drawing.images, drawing.frames[t], drawing.step_maps, drawing.seconds
 
-The settings are main_sample.py's (a `SampleConfig`, checked by `plan_for`) and sample i is drawn
-from main_sample.py's stream for (seed, i): the app shows exactly the samples that
-`python main_sample.py --classes ... --seed ...` writes.
+The settings are main_sample.py's (a `SampleConfig`, checked when made and against the model by
+`plan_for`) and sample i is drawn from main_sample.py's stream for (seed, i): the app shows exactly
+the samples that `python main_sample.py --classes ... --seed ...` writes.
 """
 import time
 from dataclasses import dataclass
@@ -51,7 +51,7 @@ class Session:
         cost more than the draws it speeds up)."""
         self.model = model
         self.sampler = Sampler(model, compile=compile and model.device.type == "cuda")
-        self.class_names = class_names(model.cfg.num_classes) if model.cfg.class_cond else None
+        self.class_names = class_names(model.config.num_classes) if model.config.class_cond else None
 
     def plan(self, classes, count, cfg, cfg_start_step, steps_per_scale, temperature, seed) -> SamplePlan:
         """The settings as main_sample.py checks its options (ValueError, one line naming the value):
@@ -76,7 +76,7 @@ class Session:
         images = to_uint8(out.images)
         labels = None if out.labels is None else out.labels.tolist()
         zoom = -(-MIN_SHOWN // images.shape[1])
-        fills = figures.fill_frames(model.autoencoder, out.tokens, out.steps, model.cfg.img_size)
+        fills = figures.fill_frames(model.autoencoder, out.tokens, out.steps, model.config.img_size)
         titles = figures.step_titles(out.steps)
         return Drawing(images=enlarge(images, zoom),
                        captions=[self.class_names[c] for c in labels] if labels else [""] * len(images),

@@ -169,26 +169,26 @@ def _level(res, attn, resample_name=None, resample=None):
 
 
 class Encoder(nn.Module):
-    def __init__(self, cfg: AutoencoderConfig):
+    def __init__(self, config: AutoencoderConfig):
         super().__init__()
-        ch, n = cfg.ch, len(cfg.ch_mult)
-        self.num_res_blocks = cfg.num_res_blocks
-        self.conv_in = nn.Conv2d(cfg.in_channels, ch, 3, padding=1)
+        ch, n = config.ch, len(config.ch_mult)
+        self.num_res_blocks = config.num_res_blocks
+        self.conv_in = nn.Conv2d(config.in_channels, ch, 3, padding=1)
         self.conv_blocks = nn.ModuleList()
         c_in = ch
-        for i, mult in enumerate(cfg.ch_mult):
+        for i, mult in enumerate(config.ch_mult):
             res, attn = [], []
-            for _ in range(cfg.num_res_blocks):
-                res.append(ResnetBlock(c_in, ch * mult, cfg.dropout))
+            for _ in range(config.num_res_blocks):
+                res.append(ResnetBlock(c_in, ch * mult, config.dropout))
                 c_in = ch * mult
                 if i == n - 1:
                     attn.append(AttnBlock(c_in))
             down = Downsample(c_in) if i != n - 1 else None
             self.conv_blocks.append(_level(res, attn, "downsample", down))
-        self.mid = nn.ModuleList([ResnetBlock(c_in, c_in, cfg.dropout), AttnBlock(c_in),
-                                  ResnetBlock(c_in, c_in, cfg.dropout)])
+        self.mid = nn.ModuleList([ResnetBlock(c_in, c_in, config.dropout), AttnBlock(c_in),
+                                  ResnetBlock(c_in, c_in, config.dropout)])
         self.norm_out = Normalize(c_in)
-        self.conv_out = nn.Conv2d(c_in, cfg.z_channels, 3, padding=1)
+        self.conv_out = nn.Conv2d(c_in, config.z_channels, 3, padding=1)
 
     def forward(self, x):
         h = self.conv_in(x)
@@ -205,27 +205,27 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    def __init__(self, cfg: AutoencoderConfig):
+    def __init__(self, config: AutoencoderConfig):
         super().__init__()
-        ch, n = cfg.ch, len(cfg.ch_mult)
-        self.num_res_blocks = cfg.num_res_blocks
-        c_in = ch * cfg.ch_mult[-1]
-        self.conv_in = nn.Conv2d(cfg.z_channels, c_in, 3, padding=1)
-        self.mid = nn.ModuleList([ResnetBlock(c_in, c_in, cfg.dropout), AttnBlock(c_in),
-                                  ResnetBlock(c_in, c_in, cfg.dropout)])
+        ch, n = config.ch, len(config.ch_mult)
+        self.num_res_blocks = config.num_res_blocks
+        c_in = ch * config.ch_mult[-1]
+        self.conv_in = nn.Conv2d(config.z_channels, c_in, 3, padding=1)
+        self.mid = nn.ModuleList([ResnetBlock(c_in, c_in, config.dropout), AttnBlock(c_in),
+                                  ResnetBlock(c_in, c_in, config.dropout)])
         # Levels from the lowest resolution up: conv_blocks[0] is the deepest level.
         self.conv_blocks = nn.ModuleList()
         for i in reversed(range(n)):
             res, attn = [], []
-            for _ in range(cfg.num_res_blocks + 1):
-                res.append(ResnetBlock(c_in, ch * cfg.ch_mult[i], cfg.dropout))
-                c_in = ch * cfg.ch_mult[i]
+            for _ in range(config.num_res_blocks + 1):
+                res.append(ResnetBlock(c_in, ch * config.ch_mult[i], config.dropout))
+                c_in = ch * config.ch_mult[i]
                 if i == n - 1:
                     attn.append(AttnBlock(c_in))
             up = Upsample(c_in) if i != 0 else None
             self.conv_blocks.append(_level(res, attn, "upsample", up))
         self.norm_out = Normalize(c_in)
-        self.conv_out = nn.Conv2d(c_in, cfg.out_ch, 3, padding=1)
+        self.conv_out = nn.Conv2d(c_in, config.out_ch, 3, padding=1)
 
     def forward(self, z):
         h = self.conv_in(z)

@@ -50,17 +50,17 @@ def build_generator(model_section: dict, config_dir, load_autoencoder_weights: b
                     source: str = "config") -> CheckerboardGenerator:
     """A generator from a `model:` section; the autoencoder's weights come from its checkpoint
     (training from scratch) or are left for the generator checkpoint to fill (loading)."""
-    cfg = GeneratorConfig.from_dict(model_section, source)
-    ae_config = AutoencoderConfig.from_yaml(resolve_path(cfg.autoenc.config_path, config_dir), cfg.autoenc.params,
-                                            source)
+    model_config = GeneratorConfig.from_dict(model_section, source)
+    ae_config = AutoencoderConfig.from_yaml(resolve_path(model_config.autoenc.config_path, config_dir),
+                                            model_config.autoenc.params, source)
     autoencoder = VQModel(ae_config)
     if load_autoencoder_weights:
-        if not cfg.autoenc.checkpoint_path:
+        if not model_config.autoenc.checkpoint_path:
             raise ValueError(f"{source}: model.autoenc.checkpoint_path is required to train a generator")
-        ae_path = resolve_path(cfg.autoenc.checkpoint_path, config_dir)
+        ae_path = resolve_path(model_config.autoenc.checkpoint_path, config_dir)
         load_state_dict_strict(autoencoder, autoencoder_state_dict_from_file(ae_path), str(ae_path))
     try:
-        return CheckerboardGenerator(cfg, autoencoder)
+        return CheckerboardGenerator(model_config, autoencoder)
     except ValueError as e:  # a size the scales cannot be built from
         raise ValueError(f"{source}: {e}") from None
 

@@ -160,17 +160,19 @@ class _Checker:
         unknown = sorted(set(value) - set(LlamaConfig.__dataclass_fields__))
         if unknown:
             raise ValueError(f"{self.source}: unknown key(s) in model.llama_config: {', '.join(unknown)}")
-        cfg = LlamaConfig()
+        llama_config = LlamaConfig()
         for key in ("hidden_size", "num_attention_heads", "num_hidden_layers"):
-            setattr(cfg, key, self.integer(f"llama_config.{key}", value.get(key, getattr(cfg, key)), 1))
+            default = getattr(llama_config, key)
+            setattr(llama_config, key, self.integer(f"llama_config.{key}", value.get(key, default), 1))
         if value.get("intermediate_size") is not None:
-            cfg.intermediate_size = self.integer("llama_config.intermediate_size", value["intermediate_size"], 1)
-        eps = value.get("rms_norm_eps", cfg.rms_norm_eps)
+            llama_config.intermediate_size = self.integer("llama_config.intermediate_size",
+                                                          value["intermediate_size"], 1)
+        eps = value.get("rms_norm_eps", llama_config.rms_norm_eps)
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (0 < eps < math.inf):
             self.fail("llama_config.rms_norm_eps", eps, "a number > 0")
-        cfg.rms_norm_eps = float(eps)
-        heads, width = cfg.num_attention_heads, cfg.hidden_size
+        llama_config.rms_norm_eps = float(eps)
+        heads, width = llama_config.num_attention_heads, llama_config.hidden_size
         if width % heads or (width // heads) % 2:
             self.fail("llama_config.num_attention_heads", heads,
                       f"a divisor of hidden_size {width} leaving an even head width (rotary pairs)")
-        return cfg
+        return llama_config

@@ -61,19 +61,21 @@ class Conditioning:
 
 
 class CheckerboardGenerator(nn.Module):
-    def __init__(self, cfg: GeneratorConfig, autoencoder: VQModel):
+    def __init__(self, config: GeneratorConfig, autoencoder: VQModel):
         super().__init__()
-        self.cfg = cfg
-        lc = cfg.llama_config
-        tcfg = TransformerConfig(lc.hidden_size, lc.num_hidden_layers, lc.num_attention_heads, lc.intermediate_size,
-                                 cfg.num_mixing_layers, cfg.class_cond, lc.rms_norm_eps)
-        C = tcfg.dim
-        if cfg.img_size % autoencoder.stride:
-            raise ValueError(f"model.img_size {cfg.img_size} is not a multiple of the autoencoder's stride "
+        self.config = config
+        lc = config.llama_config
+        transformer_config = TransformerConfig(lc.hidden_size, lc.num_hidden_layers, lc.num_attention_heads,
+                                               lc.intermediate_size, config.num_mixing_layers, config.class_cond,
+                                               lc.rms_norm_eps)
+        C = transformer_config.dim
+        if config.img_size % autoencoder.stride:
+            raise ValueError(f"model.img_size {config.img_size} is not a multiple of the autoencoder's stride "
                              f"{autoencoder.stride}")
-        grid = cfg.img_size // autoencoder.stride
-        self.scale_sizes = [grid] if cfg.single_scale else scale_sizes(grid, cfg.scale_ratio, cfg.scale_min_size)
-        self.sequence = SequenceLayout(self.scale_sizes, 1 if cfg.class_cond else 0, cfg.num_blocks_per_scale)
+        grid = config.img_size // autoencoder.stride
+        self.scale_sizes = ([grid] if config.single_scale
+                            else scale_sizes(grid, config.scale_ratio, config.scale_min_size))
+        self.sequence = SequenceLayout(self.scale_sizes, 1 if config.class_cond else 0, config.num_blocks_per_scale)
         self.num_tokens = self.sequence.num_tokens
 
         self.empty_token_emb = nn.Parameter(torch.zeros(C))
@@ -81,14 +83,14 @@ class CheckerboardGenerator(nn.Module):
         self.autoenc = autoencoder
         self.autoenc.scale_sizes = self.scale_sizes
         self.autoenc.requires_grad_(False)
-        self.llama = Transformer(tcfg, self.scale_sizes)
-        if cfg.class_cond:
-            self.class_embeddings = nn.Embedding(cfg.num_classes + 1, C)  # last row: "no class"
+        self.llama = Transformer(transformer_config, self.scale_sizes)
+        if config.class_cond:
+            self.class_embeddings = nn.Embedding(config.num_classes + 1, C)  # last row: "no class"
         self.embed_positions = nn.Embedding(self.num_tokens, C)
         self.embed_codevecs_mlp = CodeVectorMLP(autoencoder.config.embed_dim, C)
         self.src_latents_proj = nn.Linear(C, C)
         self.combine_inputs = nn.Linear(4 * C, C)
-        if cfg.use_head_mlp:
+        if config.use_head_mlp:
             self.head_mlp = CodeVectorMLP(autoencoder.config.embed_dim, C, out_bias=False)
         self.lm_head = nn.Linear(C, autoencoder.config.n_embed)
         # The published model's effective initialisation (docs/method.md section 5): the transformer
@@ -120,8 +122,8 @@ class CheckerboardGenerator(nn.Module):
 
     def kv_cache_shape(self, rows: int) -> tuple[int, tuple]:
         """(layers, shape of one layer's key or value buffer) of caches over the whole sequence."""
-        cfg = self.llama.cfg
-        return cfg.n_layers, (rows, cfg.n_heads, self.sequence.n_cls + self.num_tokens, cfg.head_dim)
+        config = self.llama.config
+        return config.n_layers, (rows, config.n_heads, self.sequence.n_cls + self.num_tokens, config.head_dim)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -132,7 +134,7 @@ class CheckerboardGenerator(nn.Module):
     def steps_per_scale_list(self, steps_per_scale=None) -> tuple:
         """One step count per scale from an int, a list, or None (the model's num_blocks_per_scale)."""
         if steps_per_scale is None:
-            steps_per_scale = self.cfg.num_blocks_per_scale
+            steps_per_scale = self.config.num_blocks_per_scale
         given = steps_per_scale
         if not isinstance(given, (list, tuple)):
             steps_per_scale = [given] * len(self.scale_sizes)
@@ -156,21 +158,21 @@ class CheckerboardGenerator(nn.Module):
 
     def training_layout(self) -> Layout:
         """A block split drawn for one training step (docs/method.md section 6), on the device."""
-        return self.sequence.training_layout(self.cfg.random_block_size)
+        return self.sequence.training_layout(self.config.random_block_size)
 
     # ---- inputs --------------------------------------------------------------------------
     def _check_labels_present(self, labels):
         """Labels exactly for a class-conditional model; no host sync, so `condition` checks it too."""
-        if not self.cfg.class_cond and labels is not None:
+        if not self.config.class_cond and labels is not None:
             raise ValueError("this model is unconditional: pass labels=None")
-        if self.cfg.class_cond and labels is None:
+        if self.config.class_cond and labels is None:
             raise ValueError("this model is class-conditional: labels are required")
 
     def check_labels(self, labels):
         self._check_labels_present(labels)
         if labels is not None and labels.numel() and (int(labels.min()) < 0
-                                                      or int(labels.max()) >= self.cfg.num_classes):
-            raise ValueError(f"labels must be in 0..{self.cfg.num_classes - 1}, got "
+                                                      or int(labels.max()) >= self.config.num_classes):
+            raise ValueError(f"labels must be in 0..{self.config.num_classes - 1}, got "
                              f"{sorted(set(labels.tolist()))[:5]}...")
 
     def condition(self, labels) -> Conditioning | None:
@@ -200,9 +202,9 @@ class CheckerboardGenerator(nn.Module):
         z_up = self.sequence.scale_to_sequence(z_up, k).transpose(1, 2)  # (B, n_k, 8)
         return self.src_latents_proj(self.embed_codevecs_mlp(z_up))
 
-    def block_inputs(self, layout: Layout, tokens, src, seq_gt):
+    def block_inputs(self, layout: Layout, tokens, src, seq_codes):
         """Input vectors (B, n, C) of the tokens `tokens` (n,) (sequence indices; None: all N):
-        their embedded sources src (B, n, C) and the embedded codes seq_gt (B, N, C) of the whole
+        their embedded sources src (B, n, C) and the embedded codes seq_codes (B, N, C) of the whole
         sequence, of which each token reads its t'. Where t' is "empty" the learned empty vectors
         stand in."""
         pos_id, prev_pos_id, has_prev, prev_index = (
@@ -213,9 +215,9 @@ class CheckerboardGenerator(nn.Module):
         pos_table = self.embed_positions.weight
         has = has_prev[:, None]
         pos_prev = torch.where(has, pos_table[prev_pos_id], self.empty_token_pos)  # (n, C)
-        gt_prev = torch.where(has, seq_gt[:, prev_index], self.empty_token_emb)  # (B, n, C)
+        code_prev = torch.where(has, seq_codes[:, prev_index], self.empty_token_emb)  # (B, n, C)
         B = src.shape[0]
-        x = torch.cat([pos_table[pos_id].expand(B, -1, -1), src, pos_prev.expand(B, -1, -1), gt_prev], dim=-1)
+        x = torch.cat([pos_table[pos_id].expand(B, -1, -1), src, pos_prev.expand(B, -1, -1), code_prev], dim=-1)
         return self.combine_inputs(x)  # (B, n, C)
 
     # ---- transformer and head --------------------------------------------------------------
@@ -233,11 +235,11 @@ class CheckerboardGenerator(nn.Module):
         """(B, n, n_embed) from hidden states (B, n, C). With the head MLP, a map of the (frozen)
         codebook adds to the head's weights; in training an L2 penalty acts on that addition
         through its gradient only."""
-        if not self.cfg.use_head_mlp:
+        if not self.config.use_head_mlp:
             return self.lm_head(h)
         w = self.head_mlp(self.autoenc.codebook().detach())  # (n_embed, C)
-        if self.training and self.cfg.head_weights_l2_loss > 0:
-            w = L2ByGradient.apply(w, self.cfg.head_weights_l2_loss)
+        if self.training and self.config.head_weights_l2_loss > 0:
+            w = L2ByGradient.apply(w, self.config.head_weights_l2_loss)
         return F.linear(h, self.lm_head.weight + w, self.lm_head.bias)
 
     def decode(self, indices):
@@ -258,8 +260,8 @@ class CheckerboardGenerator(nn.Module):
             layout = self.training_layout() if training else self.layout(steps_per_scale)
         B = indices[0].shape[0]
         inputs = previous = indices  # the codes gt(t') reads, and those the next scale's sources read
-        if training and self.cfg.random_replace > 0:
-            if self.cfg.random_replace_sampled:
+        if training and self.config.random_replace > 0:
+            if self.config.random_replace_sampled:
                 inputs = previous = indices[:1] + [self._random_replace(ind) for ind in indices[1:]]
             else:
                 previous = [self._random_replace(ind) for ind in indices[:-1]]
@@ -268,9 +270,9 @@ class CheckerboardGenerator(nn.Module):
         gt = self.embed_codes(self.sequence.to_sequence(inputs))  # (B, N, C)
         x = self.block_inputs(layout, None, src, gt)  # (B, N, C)
 
-        if self.cfg.class_cond and labels is not None and training and self.cfg.uncond_training_prob > 0:
-            drop = torch.rand(labels.shape, device=labels.device) < self.cfg.uncond_training_prob
-            labels = torch.where(drop, self.cfg.num_classes, labels)
+        if self.config.class_cond and labels is not None and training and self.config.uncond_training_prob > 0:
+            drop = torch.rand(labels.shape, device=labels.device) < self.config.uncond_training_prob
+            labels = torch.where(drop, self.config.num_classes, labels)
         conditioning = self.condition(labels)
         if conditioning is not None:
             x = torch.cat([conditioning.embedding[:, None], x], dim=1)  # (B, L, C)
@@ -279,7 +281,7 @@ class CheckerboardGenerator(nn.Module):
 
     def _random_replace(self, indices):
         """Swap a share of the codes (B, s, s) for random ones: their vectors become random codebook rows."""
-        replace = torch.rand(indices.shape, device=indices.device) < self.cfg.random_replace
+        replace = torch.rand(indices.shape, device=indices.device) < self.config.random_replace
         return torch.where(replace, torch.randint_like(indices, self.codebook_size), indices)
 
     def loss(self, indices: list, labels=None, steps_per_scale=None, layout: Layout | None = None):
@@ -298,7 +300,7 @@ class CheckerboardGenerator(nn.Module):
     def teacher_forced_logits(self, imgs, labels=None, steps_per_scale=None):
         """(B, N, n_embed) logits in eval mode of images (B, 3, img_size, img_size), tokens by scale then
         checkerboard rank."""
-        size = self.cfg.img_size
+        size = self.config.img_size
         if imgs.ndim != 4 or tuple(imgs.shape[1:]) != (3, size, size):
             # another size would be encoded to another grid, of which the scales read only a corner
             raise ValueError(f"images must be (B, 3, {size}, {size}) for this {size} px model, got "

@@ -24,6 +24,11 @@ from .checkerboard import block_sizes
 from .generator import CheckerboardGenerator, Conditioning
 from .layout import Layout
 
+# The published sampler guides from step 5 on (counted over all scales). Every other default of the
+# guidance start (sampling/config.py re-exports it to the configs, scripts and training's evaluation) is
+# this one; it lives here, not in sampling/, so that models/ imports nothing above it.
+DEFAULT_CFG_START_STEP = 5
+
 # Compiled step functions specialise on the block size, the scale and the options (static shapes):
 # enough room for several settings in one process without touching torch's global limit.
 RECOMPILE_LIMIT = 64
@@ -39,7 +44,7 @@ class GenerationOutput:
 
 
 @dataclass(frozen=True)
-class Plan:
+class BlockSchedule:
     """The blocks of one steps-per-scale setting: the device layout, each block's sequence
     indices (n,) and (start, end), and the scale each block belongs to."""
 
@@ -74,16 +79,16 @@ def class_prefill(model: CheckerboardGenerator, conditioning: Conditioning, layo
     model.hidden(conditioning.embedding[:, None], conditioning, layout, position, caches)
 
 
-def block_step(model: CheckerboardGenerator, layout: Layout, tokens, src, seq_gt, conditioning, caches,
+def block_step(model: CheckerboardGenerator, layout: Layout, tokens, src, seq_codes, conditioning, caches,
                guided: bool, cfg_weight, noise, temperature: float, with_entropy: bool):
     """One block: inputs, transformer pass over the block with the caches, guided logits, draw.
 
-    tokens (n,) sequence indices of the block; src (B, n, C) its embedded sources; seq_gt
+    tokens (n,) sequence indices of the block; src (B, n, C) its embedded sources; seq_codes
     (B, N, C) embedded codes sampled so far. Returns indices (B, n), their embedded codes
     (B, n, C), the entropy of each draw (B, n) or None, and the largest |logit| before and after
     guidance (2,), NaN where one is NaN (see `check_logit_peaks`).
     """
-    x = model.block_inputs(layout, tokens, src, seq_gt)  # (B, n, C)
+    x = model.block_inputs(layout, tokens, src, seq_codes)  # (B, n, C)
     if guided:
         x = torch.cat([x, x])  # conditional and "no class" halves in one batch
     h = model.hidden(x, conditioning, layout, tokens + model.sequence.n_cls, caches)
@@ -105,7 +110,7 @@ def block_step(model: CheckerboardGenerator, layout: Layout, tokens, src, seq_gt
     return idx, model.embed_codes(idx), entropy, peaks
 
 
-def scale_sources(model: CheckerboardGenerator, seq_idx, k: int):
+def sources_from_sequence(model: CheckerboardGenerator, seq_idx, k: int):
     """Embedded sources (B, n_k, C) of scale k from the finished scale k-1 of the sampled sequence."""
     previous = model.sequence.to_grid(seq_idx, k - 1) if k else None  # (B, s, s)
     return model.scale_sources(previous, k, seq_idx.shape[0])
@@ -136,17 +141,17 @@ class Sampler:
         self.compile = compile
         self.prefill_fn = _compiled(class_prefill) if compile else class_prefill
         self.step_fn = _compiled(block_step) if compile else block_step
-        self.sources_fn = _compiled(scale_sources) if compile else scale_sources
+        self.sources_fn = _compiled(sources_from_sequence) if compile else sources_from_sequence
         self.decode_fn = _compiled(decode_tokens) if compile else decode_tokens
-        self.plans = {}  # per steps setting and model device: a handful, chosen by the caller
+        self.schedules = {}  # per steps setting and model device: a handful, chosen by the caller
         self.caches = None
         self.graphs = {}  # CUDA graphs per batch shape and options
 
-    def plan(self, steps_per_scale) -> Plan:
+    def schedule(self, steps_per_scale) -> BlockSchedule:
         """The blocks of a steps setting, on the model's device (where its layout is built)."""
         steps, device = self.model.steps_per_scale_list(steps_per_scale), self.model.device
         key = (steps, str(device))
-        if key not in self.plans:
+        if key not in self.schedules:
             bounds, scale_of, start = [], [], 0
             for k, (s, p) in enumerate(zip(self.model.scale_sizes, steps)):
                 for size in block_sizes(s * s, p):
@@ -154,39 +159,40 @@ class Sampler:
                     scale_of.append(k)
                     start += size
             tokens = tuple(torch.arange(lo, hi, device=device) for lo, hi in bounds)
-            self.plans[key] = Plan(self.model.layout(steps), tokens, tuple(bounds), tuple(scale_of))
-        return self.plans[key]
+            self.schedules[key] = BlockSchedule(self.model.layout(steps), tokens, tuple(bounds), tuple(scale_of))
+        return self.schedules[key]
 
-    def run_blocks(self, plan: Plan, caches, B: int, labels, cfg_weights, noise, guided: bool, temperature: float,
-                   with_entropy: bool):
+    def run_blocks(self, schedule: BlockSchedule, caches, B: int, labels, cfg_weights, noise, guided: bool,
+                   temperature: float, with_entropy: bool):
         """All steps and the decoder, on the device only: no host sync, no host data, so that it
         can be captured as one CUDA graph. labels (B,) or None; cfg_weights (steps,) the guidance
         weight of each step; noise (B, N, V) Exp(1) draws or None at temperature 0.
         Returns indices (B, N) in sequence order, entropies (B, N) or None, images, and the largest
         |logit| of all steps before and after guidance (2,)."""
-        model, layout = self.model, plan.layout
+        model, layout = self.model, schedule.layout
         device = layout.block.device
         conditioning = None
         if labels is not None:
-            rows = torch.cat([labels, torch.full_like(labels, model.cfg.num_classes)]) if guided else labels
+            rows = torch.cat([labels, torch.full_like(labels, model.config.num_classes)]) if guided else labels
             conditioning = model.condition(rows)
             self.prefill_fn(model, conditioning, layout, caches)
         seq_idx = torch.zeros(B, model.num_tokens, dtype=torch.long, device=device)
-        seq_gt = torch.zeros(B, model.num_tokens, model.width, dtype=model.dtype, device=device)
+        seq_codes = torch.zeros(B, model.num_tokens, model.width, dtype=model.dtype, device=device)
         seq_entropy = torch.zeros(B, model.num_tokens, device=device) if with_entropy else None
         scale_start = {}
         peaks = torch.zeros(2, device=device)
-        for step, ((lo, hi), tokens, k) in enumerate(zip(plan.block_bounds, plan.block_tokens, plan.block_scale)):
+        blocks = zip(schedule.block_bounds, schedule.block_tokens, schedule.block_scale)
+        for step, ((lo, hi), tokens, k) in enumerate(blocks):
             if k not in scale_start:
                 src, scale_start[k] = self.sources_fn(model, seq_idx, k), lo
             block_src = src[:, lo - scale_start[k]:hi - scale_start[k]].contiguous()  # same strides for any block
             block_noise = None if noise is None else noise[:, lo:hi]
-            idx, gt, entropy, step_peaks = self.step_fn(model, layout, tokens, block_src, seq_gt, conditioning,
-                                                        caches, guided, cfg_weights[step], block_noise, temperature,
-                                                        with_entropy)
+            idx, codes, entropy, step_peaks = self.step_fn(model, layout, tokens, block_src, seq_codes, conditioning,
+                                                            caches, guided, cfg_weights[step], block_noise, temperature,
+                                                            with_entropy)
             peaks = torch.maximum(peaks, step_peaks)  # NaN stays NaN
             seq_idx[:, lo:hi] = idx
-            seq_gt[:, lo:hi] = gt
+            seq_codes[:, lo:hi] = codes
             if with_entropy:
                 seq_entropy[:, lo:hi] = entropy
         return seq_idx, seq_entropy, self.decode_fn(model, seq_idx), peaks
@@ -201,54 +207,68 @@ class Sampler:
         return self.caches
 
     @torch.no_grad()
-    def generate(self, labels=None, batch_size=None, cfg=0.0, cfg_start_step=5, steps_per_scale=None,
-                 temperature=1.0, generator=None, return_trace=False) -> GenerationOutput:
+    def generate(self, labels=None, batch_size=None, cfg=0.0, cfg_start_step=DEFAULT_CFG_START_STEP,
+                 steps_per_scale=None, temperature=1.0, generator=None, return_trace=False) -> GenerationOutput:
         """Samples for `labels` (B,) (a class-conditional model; random classes from `generator`
         when None) or `batch_size` (unconditional). cfg: guidance weight, from step cfg_start_step
         (steps count blocks from 0 over all scales); steps_per_scale: an int, one per scale, or None
         for the model's default; temperature 0 is argmax; generator: a torch.Generator or one per
-        sample; return_trace: also the step and entropy of every cell."""
+        sample; return_trace: also the step and entropy of every cell.
+
+        The library's entry for direct calls: every argument is checked here (ValueError naming it).
+        Callers whose values were checked where they entered use `generate_unchecked`."""
         model = self.model
         cfg, temperature = finite_number("cfg", cfg), finite_number("temperature", temperature)
         cfg_start_step = whole_number("cfg_start_step", cfg_start_step)
-        if cfg > 0 and not model.cfg.class_cond:
+        if cfg > 0 and not model.config.class_cond:
             raise ValueError(f"cfg={cfg} needs a class-conditional model; this one is unconditional (use cfg 0)")
         if batch_size is not None:
             batch_size = whole_number("batch_size", batch_size, minimum=1)
         per_sample = isinstance(generator, (list, tuple))
         if per_sample and batch_size is None and labels is None:
             batch_size = len(generator)
-        device, dtype = model.device, model.dtype
-        labels, B = resolve_labels(model, labels, batch_size, generator, device)
+        labels, B = resolve_labels(model, labels, batch_size, generator, model.device)
         if per_sample and len(generator) != B:
             # one stream per sample: a row without its own generator would keep uninitialised noise
             raise ValueError(f"generator: {len(generator)} generators for {B} samples (pass one per sample, or one "
                              f"torch.Generator for the batch)")
-        plan = self.plan(steps_per_scale)
-        check_guidance_start(cfg, cfg_start_step, len(plan.block_bounds))
+        check_guidance_start(cfg, cfg_start_step, len(self.schedule(steps_per_scale).block_bounds))
+        return self.generate_unchecked(labels, B, cfg, cfg_start_step, steps_per_scale, temperature, generator,
+                                       return_trace)
+
+    @torch.no_grad()
+    def generate_unchecked(self, labels, batch_size: int, cfg: float, cfg_start_step: int, steps_per_scale,
+                           temperature: float, generator, return_trace: bool = False) -> GenerationOutput:
+        """`generate` without its checks, for values checked where they entered (sampling/plan.py's
+        plans, checked against the model by `plan_for`): labels (B,) class indices (long, on the model's
+        device, in range) for a class-conditional model, else None; batch_size B; generator one
+        torch.Generator or one per sample. Wrong values here give wrong samples, not an error."""
+        model, B = self.model, batch_size
+        device, dtype = model.device, model.dtype
+        schedule = self.schedule(steps_per_scale)
         guided = cfg > 0
         cfg_weights = torch.tensor([cfg if guided and t >= cfg_start_step else 0.0
-                                    for t in range(len(plan.block_bounds))]).to(device)
+                                    for t in range(len(schedule.block_bounds))]).to(device)
         noise = None
         if temperature > 0:
             noise = exponential_noise((B, model.num_tokens, model.codebook_size), device, generator)
 
         if self.compile and device.type == "cuda":
-            key = (B, plan.block_bounds, guided, float(temperature), return_trace, dtype)
+            key = (B, schedule.block_bounds, guided, float(temperature), return_trace, dtype)
             if key not in self.graphs:
-                self.graphs[key] = GraphedGeneration(self, plan, B, labels, cfg_weights, noise, guided, temperature,
+                self.graphs[key] = GraphedGeneration(self, schedule, B, labels, cfg_weights, noise, guided, temperature,
                                                      return_trace)
             seq_idx, seq_entropy, images, peaks = self.graphs[key](labels, cfg_weights, noise)
         else:
             caches = self._caches_for(2 * B if guided else B)
-            seq_idx, seq_entropy, images, peaks = self.run_blocks(plan, caches, B, labels, cfg_weights, noise, guided,
-                                                                  temperature, return_trace)
+            seq_idx, seq_entropy, images, peaks = self.run_blocks(schedule, caches, B, labels, cfg_weights, noise,
+                                                                  guided, temperature, return_trace)
         check_logit_peaks(peaks, cfg, temperature)  # one host sync per batch, after the whole generation
 
         grids = lambda seq: [model.sequence.to_grid(seq, k) for k in range(len(model.scale_sizes))]  # noqa: E731
         out = GenerationOutput(images=images, labels=labels, tokens=grids(seq_idx))
         if return_trace:
-            out.steps = grids(plan.layout.block.expand(B, -1))
+            out.steps = grids(schedule.layout.block.expand(B, -1))
             out.entropy = grids(seq_entropy)
         return out
 
@@ -260,13 +280,13 @@ class GraphedGeneration:
     owns its KV caches, so a run with another batch shape (with caches of its own) cannot pull
     memory from under it."""
 
-    def __init__(self, sampler: Sampler, plan: Plan, B, labels, cfg_weights, noise, guided, temperature,
+    def __init__(self, sampler: Sampler, schedule: BlockSchedule, B, labels, cfg_weights, noise, guided, temperature,
                  with_entropy):
         self.labels = None if labels is None else labels.clone()
         self.cfg_weights = cfg_weights.clone()
         self.noise = None if noise is None else noise.clone()
         self.caches = allocate_caches(sampler.model, 2 * B if guided else B)
-        args = (plan, self.caches, B, self.labels, self.cfg_weights, self.noise, guided, temperature, with_entropy)
+        args = (schedule, self.caches, B, self.labels, self.cfg_weights, self.noise, guided, temperature, with_entropy)
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):  # warm-up compiles and autotunes outside the capture
@@ -344,11 +364,11 @@ def whole_number(name: str, value, minimum: int = 0) -> int:
 
 def resolve_labels(model: CheckerboardGenerator, labels, batch_size, generator, device):
     """(labels or None, batch size): random classes when a conditional model gets none."""
-    if model.cfg.class_cond and labels is None:
+    if model.config.class_cond and labels is None:
         if batch_size is None:
             raise ValueError("pass labels or batch_size")
         g = generator[0] if isinstance(generator, (list, tuple)) else generator
-        labels = torch.randint(0, model.cfg.num_classes, (batch_size,), generator=g,
+        labels = torch.randint(0, model.config.num_classes, (batch_size,), generator=g,
                                device=g.device if g is not None else "cpu")
     if labels is not None:
         labels = torch.as_tensor(labels)

@@ -93,11 +93,11 @@ def apply_rotary(x, rot):
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg: TransformerConfig):
+    def __init__(self, config: TransformerConfig):
         super().__init__()
-        self.n_heads, self.head_dim = cfg.n_heads, cfg.head_dim
-        self.wqkv = nn.Linear(cfg.dim, 3 * cfg.dim, bias=False)
-        self.wo = nn.Linear(cfg.dim, cfg.dim, bias=False)
+        self.n_heads, self.head_dim = config.n_heads, config.head_dim
+        self.wqkv = nn.Linear(config.dim, 3 * config.dim, bias=False)
+        self.wo = nn.Linear(config.dim, config.dim, bias=False)
 
     def forward(self, x, rot_q, rot_k, mask, cache=None, input_pos=None):
         """cache: (keys, values) buffers (B, H, max_len, d) owned by the caller; this pass writes its
@@ -115,26 +115,26 @@ class Attention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    def __init__(self, cfg: TransformerConfig):
+    def __init__(self, config: TransformerConfig):
         super().__init__()
-        self.w1 = nn.Linear(cfg.dim, cfg.ffn_hidden, bias=False)
-        self.w3 = nn.Linear(cfg.dim, cfg.ffn_hidden, bias=False)
-        self.w2 = nn.Linear(cfg.ffn_hidden, cfg.dim, bias=False)
+        self.w1 = nn.Linear(config.dim, config.ffn_hidden, bias=False)
+        self.w3 = nn.Linear(config.dim, config.ffn_hidden, bias=False)
+        self.w2 = nn.Linear(config.ffn_hidden, config.dim, bias=False)
 
     def forward(self, x):
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
 
 class TransformerBlock(nn.Module):
-    def __init__(self, cfg: TransformerConfig):
+    def __init__(self, config: TransformerConfig):
         super().__init__()
-        self.attention = Attention(cfg)
-        self.feed_forward = FeedForward(cfg)
-        self.attention_norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        if cfg.class_cond:
-            self.input_modulation = AdaLN(cfg.dim)
-            self.post_attention_modulation = AdaLN(cfg.dim)
+        self.attention = Attention(config)
+        self.feed_forward = FeedForward(config)
+        self.attention_norm = RMSNorm(config.dim, config.norm_eps)
+        self.ffn_norm = RMSNorm(config.dim, config.norm_eps)
+        if config.class_cond:
+            self.input_modulation = AdaLN(config.dim)
+            self.post_attention_modulation = AdaLN(config.dim)
 
     def modulations(self, cond):
         return self.input_modulation(cond), self.post_attention_modulation(cond)
@@ -182,14 +182,14 @@ def init_rotary_table(scale_sizes: list[int], head_dim: int) -> torch.Tensor:
 
 
 class RotaryTable(nn.Module):
-    def __init__(self, cfg: TransformerConfig, scale_sizes: list[int]):
+    def __init__(self, config: TransformerConfig, scale_sizes: list[int]):
         super().__init__()
-        table = init_rotary_table(scale_sizes, cfg.head_dim)
-        self.position_embeddings = nn.Embedding(table.shape[0], 2 * cfg.head_dim)
+        table = init_rotary_table(scale_sizes, config.head_dim)
+        self.position_embeddings = nn.Embedding(table.shape[0], 2 * config.head_dim)
         with torch.no_grad():
             self.position_embeddings.weight.copy_(table.flatten(1))
         parametrize.register_parametrization(self.position_embeddings, "weight", UnitComplex())
-        self.mixing_coeffs = nn.Parameter(torch.zeros(cfg.num_mixing_layers, cfg.n_heads))
+        self.mixing_coeffs = nn.Parameter(torch.zeros(config.num_mixing_layers, config.n_heads))
 
     def forward(self, pos_ids, prev_ids):
         """Query rows (L, d, 2) and, per mixing layer, the mixed key rows (H, L, d, 2)."""
@@ -219,15 +219,15 @@ def _init_weights(module: nn.Module, std: float):
 
 
 class Transformer(nn.Module):
-    def __init__(self, cfg: TransformerConfig, scale_sizes: list[int]):
+    def __init__(self, config: TransformerConfig, scale_sizes: list[int]):
         super().__init__()
-        self.cfg = cfg
+        self.config = config
         # Built first, registered last: the published model builds its rotary table before the blocks
         # (which fixes where the initial weights fall in the random stream) and registers it after
         # them (which fixes the order of the parameters, and so of a checkpoint's optimizer state).
-        rotary_emb = RotaryTable(cfg, scale_sizes)
-        self.layers = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
-        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        rotary_emb = RotaryTable(config, scale_sizes)
+        self.layers = nn.ModuleList(TransformerBlock(config) for _ in range(config.n_layers))
+        self.norm = RMSNorm(config.dim, config.norm_eps)
         self.rotary_emb = rotary_emb
         self.grad_checkpointing = False  # selective activation checkpointing of every block in training
         self.apply(partial(_init_weights, std=0.02))

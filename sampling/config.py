@@ -6,22 +6,27 @@ Built by main_sample.py from its command line, or in code:
                           cfg=1.5, fid=True)
     sample(config)                    # sampling/run.py
 
-Its own checks (`validate`) need no model; those that do are sampling/plan.py's.
+A config is checked where it is made (the command line's `make`, or a constructor call in code),
+once: the checks that need no model. Those that need the model are sampling/plan.py's `plan_for`;
+nothing between them and the draws checks again. It is frozen, so what was checked stays.
 """
 from dataclasses import dataclass
 
 from common.config import option, recheck
+from models.sampler import DEFAULT_CFG_START_STEP
 from sampling.seeds import MAX_SEED
 
 # The published main_sample.py (and main_evaluate.py, and main.py's inline evaluation) guide with
 # 2.0 when --cfg is not given, so a published command line that leaves it out draws the same samples
 # here. The paper's FID runs use 1.5 (its run_evaluator.sh), which the README's commands pass.
 DEFAULT_CFG = 2.0
+# DEFAULT_CFG_START_STEP, imported above, is the sampler's own default (models/ imports nothing from
+# here); the configs, scripts and training's inline evaluation take both defaults from this module.
 FID_NUM_SAMPLES = 50_000  # the ADM protocol's sample count
 DEFAULT_NUM_SAMPLES = 16
 
 
-@dataclass
+@dataclass(frozen=True)
 class SampleConfig:
     checkpoint: str | None = option("checkpoint file or model folder (published layout, with config.yaml)", None,
                                     default_text="required; in code, it may name a model passed to sample()", path=True)
@@ -31,7 +36,7 @@ class SampleConfig:
     use_ema: bool = option("sample with the checkpoint's model_ema weights", False)
     cfg: float | None = option("classifier-free guidance weight (0: none)", None, ge=0, float32=True,
                                default_text=f"{DEFAULT_CFG} for a class-conditional model, as published; else 0")
-    cfg_start_step: int = option("first guided step, counted over all scales", 5, ge=0)
+    cfg_start_step: int = option("first guided step, counted over all scales", DEFAULT_CFG_START_STEP, ge=0)
     steps_per_scale: int | list[int] | None = option("sampling steps per scale: one value, or one per scale such "
                                                      "as 1,4,4,4,4", None, ge=1,
                                                      default_text="the model's num_blocks_per_scale, as published")
@@ -45,8 +50,8 @@ class SampleConfig:
                                      default_text=f"{FID_NUM_SAMPLES} with --fid, one per --classes entry, else "
                                                   f"{DEFAULT_NUM_SAMPLES}")
     batch_size: int = option("samples per generate() call and process", 32, ge=1)
-    fid: bool = option("FID mode: class-balanced labels (sample i has class i % num_classes), count checked; "
-                       f"--num_samples {FID_NUM_SAMPLES} without labels asked for is FID mode too", False)
+    fid: bool = option("FID mode: class-balanced labels (sample i has class i % num_classes), count checked",
+                       False)
     shard_size: int = option("samples per resumable shard", 1000, ge=1)
     grid_samples: int = option("how many of the first samples grid.png shows", 64, ge=1)
     save_pyramid: bool = option("pyramid.png: the decoded image of every scale", False)
@@ -66,11 +71,6 @@ class SampleConfig:
                                     hidden=True)
 
     def __post_init__(self):
-        # 50,000 samples with no labels asked for is the ADM protocol: an FID run, class-balanced.
-        if self.num_samples == FID_NUM_SAMPLES and self.classes is None and not self.random_classes:
-            self.fid = True
-
-    def validate(self) -> None:
         """Checks that need no model: every field's type and bounds (a config made in code gets the
         command line's checks), then the combinations."""
         recheck(self)

@@ -42,7 +42,10 @@ def run_record(config: SampleConfig, plan: SamplePlan, device, checkpoint_sha256
             "vis_samples": config.vis_samples, **{flag: getattr(config, flag) for flag in set(FIGURE_FLAGS.values())}}
 
 
-class RunFolder:
+class SamplingFolder:
+    """A sampling run's folder: its file names, its record (sampling.json) and the refusal of a folder
+    of another run. Not a lock (training/run_folder.py's RunFolder is one): sample() holds run_lock."""
+
     def __init__(self, path):
         self.path = Path(path)
         self.record_path = self.path / RECORD_NAME

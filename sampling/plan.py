@@ -39,17 +39,17 @@ class SamplePlan:
 
 
 def plan_for(config: SampleConfig, model: CheckerboardGenerator) -> SamplePlan:
-    """The config's checks, then those that need the model: one step count per scale, classes in
-    range, guidance and classes only with a class-conditional model, guidance starting at a step
-    there is, a class-balanced FID count."""
-    config.validate()
+    """The checks that need the model (the config checked its own values when it was made): one step
+    count per scale, classes in range, guidance and classes only with a class-conditional model,
+    guidance starting at a step there is, a class-balanced FID count. The draws of the plan are not
+    checked again."""
     try:
         steps = tuple(model.steps_per_scale_list(config.steps_per_scale))
     except ValueError as e:
         raise ValueError(f"--steps_per_scale: {e}") from None
     fixed = dict(cfg_start_step=config.cfg_start_step, steps_per_scale=steps, temperature=config.temperature,
                  seed=config.seed)
-    if not model.cfg.class_cond:
+    if not model.config.class_cond:
         if config.cfg:
             raise ValueError(f"--cfg {config.cfg}: this model is unconditional, guidance needs a "
                              f"class-conditional model (use --cfg 0)")
@@ -58,7 +58,7 @@ def plan_for(config: SampleConfig, model: CheckerboardGenerator) -> SamplePlan:
         num = config.num_samples or (FID_NUM_SAMPLES if config.fid else DEFAULT_NUM_SAMPLES)
         return SamplePlan(num, 0.0, label_mode="none", num_classes=None, **fixed)
 
-    n_cls = model.cfg.num_classes
+    n_cls = model.config.num_classes
     fixed["cfg"] = DEFAULT_CFG if config.cfg is None else config.cfg
     check_guidance_start(fixed["cfg"], config.cfg_start_step, total_steps(model.scale_sizes, steps))
     if config.classes is not None:
@@ -102,20 +102,20 @@ def labels_for(plan: SamplePlan, indices, generators: list[torch.Generator]) -> 
 
 def draw(sampler: Sampler, plan: SamplePlan, indices: list[int], device, return_trace: bool = False
          ) -> GenerationOutput:
-    """The samples of these global indices, as one batch."""
+    """The samples of these global indices, as one batch: the plan was checked by `plan_for`, its labels
+    are in range by construction and each sample has its generator, so the sampler checks nothing."""
     generators = sample_generators(plan.seed, indices, device)
     labels = labels_for(plan, indices, generators)
-    return sampler.generate(labels=None if labels is None else labels.to(device), batch_size=len(indices),
-                            cfg=plan.cfg, cfg_start_step=plan.cfg_start_step,
-                            steps_per_scale=list(plan.steps_per_scale), temperature=plan.temperature,
-                            generator=generators, return_trace=return_trace)
+    return sampler.generate_unchecked(None if labels is None else labels.to(device), len(indices), plan.cfg,
+                                      plan.cfg_start_step, plan.steps_per_scale, plan.temperature, generators,
+                                      return_trace)
 
 
 def draw_images(sampler: Sampler, plan: SamplePlan, indices: list[int], batch_size: int, device,
                 progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """uint8 images (n, H, W, 3) and labels (n,) (None for an unconditional model) of these global
     indices, drawn `batch_size` at a time; `progress(k)` after each batch of k."""
-    size = sampler.model.cfg.img_size
+    size = sampler.model.config.img_size
     images, labels = [np.zeros((0, size, size, 3), np.uint8)], []
     for lo in range(0, len(indices), batch_size):
         out = draw(sampler, plan, indices[lo:lo + batch_size], device)

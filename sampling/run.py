@@ -29,7 +29,7 @@ from models.checkpoint import checkpoint_paths
 from models.sampler import Sampler
 from sampling import figures, sample_io
 from sampling.config import SampleConfig
-from sampling.folder import RunFolder, run_record
+from sampling.folder import SamplingFolder, run_record
 from sampling.plan import SamplePlan, draw, draw_images, plan_for
 
 
@@ -55,10 +55,9 @@ def sample(config: SampleConfig, model: CheckerboardGenerator | None = None, dev
     of `model`, a Sampler of it that the caller keeps across runs (a sweep), so that its compiled steps
     and CUDA graphs, built once per batch shape, serve every run. `checkpoint_sha256`: the SHA-256 of
     config.checkpoint's file when the caller has it (a sweep hashes each model once), else it is
-    computed; sampling.json records it. Every check (config, model, folder)
-    comes before anything is written. Returns the paths, or None when max_shards stopped the run
-    before every shard was drawn."""
-    config.validate()
+    computed; sampling.json records it. Every check (the config's own, when it was made; the model's,
+    in plan_for; the folder's) comes before anything is written. Returns the paths, or None when
+    max_shards stopped the run before every shard was drawn."""
     if sampler is not None:
         model = sampler.model
     if not config.output_dir:
@@ -73,7 +72,7 @@ def sample(config: SampleConfig, model: CheckerboardGenerator | None = None, dev
     if model is None:
         model = load_for_sampling(config, device)
     plan = plan_for(config, model)
-    folder = RunFolder(Path(config.output_dir))
+    folder = SamplingFolder(Path(config.output_dir))
     outputs = SampleOutputs(folder.samples_npz, folder.grid_png, folder.figures(config))
     with ExitStack() as held:
         def start():  # process 0 holds the folder from here to the end of the run
@@ -105,7 +104,8 @@ def sample(config: SampleConfig, model: CheckerboardGenerator | None = None, dev
     return outputs
 
 
-def _draw_shards(sampler: Sampler, config: SampleConfig, plan: SamplePlan, folder: RunFolder, ranges, device) -> bool:
+def _draw_shards(sampler: Sampler, config: SampleConfig, plan: SamplePlan, folder: SamplingFolder, ranges,
+                 device) -> bool:
     """Draws this process's missing shards; False if max_shards stopped it early."""
     rank, world = get_rank(), get_world_size()
     if rank == 0:
@@ -133,7 +133,7 @@ def write_figures(model: CheckerboardGenerator, config: SampleConfig, plan: Samp
     if not paths:
         return
     images, tokens, steps, entropy, labels = _trace(model, config, plan, device)
-    ae, size = model.autoencoder, model.cfg.img_size
+    ae, size = model.autoencoder, model.config.img_size
     if "pyramid" in paths:
         figures.save_png(figures.pyramid_figure(ae, tokens, size, labels), paths["pyramid"])
     if "fill" in paths:

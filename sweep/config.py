@@ -16,7 +16,7 @@ from common.config import option, recheck
 from common.folders import check_outside
 from evaluation.features import FEATURES
 from evaluation.inception import GRAPH_NAME
-from sampling.config import SampleConfig
+from sampling.config import DEFAULT_CFG_START_STEP, SampleConfig
 from sampling.seeds import MAX_SEED
 from sweep.grid import cfg_values, steps_settings
 
@@ -43,7 +43,7 @@ class SweepConfig:
                            "its metrics are named Digits FID, ...)", "inception", choices=FEATURES)
     inception_graph: str | None = option(f"path to {GRAPH_NAME}", None, default_text="cached copy, downloaded once",
                                          path=True)
-    cfg_start_step: int = option("first guided step, counted over all scales", 5, ge=0)
+    cfg_start_step: int = option("first guided step, counted over all scales", DEFAULT_CFG_START_STEP, ge=0)
     temperature: float = option("sampling temperature (0: argmax)", 1.0, ge=0, float32=True)
     seed: int = option("sample i of every point draws from a generator seeded with seed*1000003+i", 0, ge=0,
                        le=MAX_SEED)

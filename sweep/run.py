@@ -83,7 +83,7 @@ def run_sweep(config: SweepConfig, device=None, network=None, log=print) -> Swee
             net = network if network is not None else load_features(config.features, config.inception_graph)
             reference = open_batch(config.reference)
             for m in models:
-                size = (m.meta.cfg.img_size, m.meta.cfg.img_size)
+                size = (m.meta.config.img_size, m.meta.config.img_size)
                 net.check_image_shape(size)
                 if tuple(reference.image_shape) != size:
                     (h, w), (s, _) = reference.image_shape, size

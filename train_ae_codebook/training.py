@@ -160,8 +160,8 @@ class AutoencoderRun:
 
     def train_step(self, x, size: int, quantized: bool) -> dict:
         """x (B, 3, size*stride, size*stride). Returns 0-dim tensors (no host sync)."""
-        cfg, model = self.config, self.model
-        with torch.set_grad_enabled(cfg.train_all):
+        config, model = self.config, self.model
+        with torch.set_grad_enabled(config.train_all):
             z = model.encode(x)  # (B, C, size, size)
         flat = flat_latents(z)
         stats, loss = {}, None
@@ -173,21 +173,21 @@ class AutoencoderRun:
                 _, indices = model.quantize_latents(z)  # the distances need no graph
             zq = model.lookup(indices)  # (B, C, size, size), differentiable in the codebook
             codebook_loss, commitment_loss = vq_losses(z, zq)
-            loss = cfg.codebook_weight * codebook_loss + cfg.commitment_weight * commitment_loss
+            loss = config.codebook_weight * codebook_loss + config.commitment_weight * commitment_loss
             counts = torch.bincount(indices.flatten(), minlength=self.ae_config.n_embed)
             self.code_stats.add(indices.flatten(), flat)
             model.cluster_usage_train += counts
             stats.update(loss_codebook=codebook_loss, loss_commitment=commitment_loss,
                          perplexity_batch=perplexity(counts))
             z_dec = z + (zq - z).detach()  # straight-through
-        if cfg.train_all:
+        if config.train_all:
             rec = model.decode(z_dec)
-            recon = F.l1_loss(rec, x) if cfg.recon_loss == "l1" else F.mse_loss(rec, x)
+            recon = F.l1_loss(rec, x) if config.recon_loss == "l1" else F.mse_loss(rec, x)
             stats["loss_recon"] = recon
             loss = recon if loss is None else loss + recon
             if self.perceptual is not None:
                 stats["loss_perceptual"] = self.perceptual(rec, x)
-                loss = loss + cfg.perceptual_weight * stats["loss_perceptual"]
+                loss = loss + config.perceptual_weight * stats["loss_perceptual"]
         if loss is not None:
             stats["loss"] = loss
             self.optimizer.zero_grad(set_to_none=True)
@@ -239,13 +239,13 @@ class AutoencoderRun:
             self._lock.close()
 
     def _train(self) -> Path:
-        cfg = self.config
-        self.model.train(cfg.train_all)  # requantization: the frozen layers stay in eval mode
-        loader = DataLoader(self.dataset, num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda",
-                            batch_sampler=StepBatches(len(self.dataset), cfg.batch_size, cfg.seed,
+        config = self.config
+        self.model.train(config.train_all)  # requantization: the frozen layers stay in eval mode
+        loader = DataLoader(self.dataset, num_workers=config.num_workers, pin_memory=self.device.type == "cuda",
+                            batch_sampler=StepBatches(len(self.dataset), config.batch_size, config.seed,
                                                       self.start_step, self.total_steps))
         writer = None
-        if cfg.tensorboard:
+        if config.tensorboard:
             writer = summary_writer(self.output_dir)
         quantized = bool(self.model.quantize.initialized)
         sums, counts = {}, {}
@@ -254,20 +254,20 @@ class AutoencoderRun:
         try:
             for step, imgs in enumerate(loader, start=self.start_step):
                 set_lr(self.optimizer, self.lr_at(step))
-                size = draw_latent_size(self.sizes, cfg.seed, step)
+                size = draw_latent_size(self.sizes, config.seed, step)
                 x = image_at_scale(imgs.to(self.device, non_blocking=True), size, self.model.stride)
                 for k, v in self.train_step(x, size, quantized).items():
                     sums[k] = sums.get(k, 0) + v
                     counts[k] = counts.get(k, 0) + 1
                 done = step + 1
                 extra = {}
-                if not quantized and done >= cfg.init_steps:
+                if not quantized and done >= config.init_steps:
                     self.initialise_codebook(step)
                     quantized = True
-                elif quantized and (done - cfg.init_steps) % cfg.dead_code_interval == 0:
+                elif quantized and (done - config.init_steps) % config.dead_code_interval == 0:
                     extra["dead_codes_reinitialised"] = self.reinit_dead_codes(step)
                 progress.update(1)
-                if done % cfg.log_every == 0 or done == self.total_steps or extra:
+                if done % config.log_every == 0 or done == self.total_steps or extra:
                     record = {k: (sums[k] / counts[k]).item() for k in sums}
                     sums, counts = {}, {}
                     usage = self.model.cluster_usage_train - usage_at_log
@@ -277,13 +277,13 @@ class AutoencoderRun:
                         record["perplexity"] = perplexity(usage).item()
                     record.update(extra, lr=self.lr_at(step))
                     self.log(done, record, writer, progress)
-                if done % cfg.save_every == 0 or done == self.total_steps:
+                if done % config.save_every == 0 or done == self.total_steps:
                     self.save_state(done)
         finally:
             progress.close()
             if writer is not None:
                 writer.close()
-        return write_autoencoder(self.model, self.model_section, self.output_dir, cfg.to_dict())
+        return write_autoencoder(self.model, self.model_section, self.output_dir, config.to_dict())
 
     def log(self, step: int, record: dict, writer, progress):
         journal_file(self.output_dir / LOG_NAME)

@@ -15,6 +15,7 @@ from common.folders import check_outside
 from common.lr_schedule import SCHEDULES
 from models.checkpoint import checkpoint_paths, read_config
 from models.hub import is_hub_reference
+from sampling.config import DEFAULT_CFG, DEFAULT_CFG_START_STEP
 from training.data import DATASETS, dataset_for_path, image_root
 
 OPTIMIZERS = ("adamw", "adam")
@@ -139,8 +140,8 @@ class TrainConfig:
                                "code does) as samples_ep<epoch>_cfg<cfg>/rank<r>.npy", 0, ge=0)
     samples_only: bool = option("inline evaluation draws the samples but computes no FID/IS", False)
     cfg: list[float] = option("classifier-free guidance weight of inline samples; several values: FID/IS for "
-                              "each (the grid uses the first)", [2.0], ge=0, float32=True)
-    cfg_start_step: int = option("first step that uses guidance", 5, ge=0)
+                              "each (the grid uses the first)", [DEFAULT_CFG], ge=0, float32=True)
+    cfg_start_step: int = option("first step that uses guidance", DEFAULT_CFG_START_STEP, ge=0)
     steps_per_scale: int = option("sampling steps per scale of inline samples", 4, ge=1)
     temperature: float = option("sampling temperature", 1.0, ge=0, float32=True)
 

@@ -151,7 +151,7 @@ def train_step(model: nn.Module, batch, optimizer, scaler, options: StepOptions,
 
 def batch_tokens(batch: Batch, model: CheckerboardGenerator, device) -> tuple:
     """(per-scale code indices [(B, s, s) int64], labels or None) on `device`; images are encoded."""
-    labels = batch.labels.to(device, non_blocking=True) if model.cfg.class_cond else None
+    labels = batch.labels.to(device, non_blocking=True) if model.config.class_cond else None
     if isinstance(batch.inputs, torch.Tensor):
         with torch.no_grad():
             images = batch.inputs.to(device, non_blocking=True)
@@ -336,7 +336,7 @@ def _setup(config: TrainConfig, rank: int, world: int, device, config_path: Path
     if ckpt is not None:
         load_state_dict_strict(model, ckpt["model"], str(ckpt_path))
 
-    num_classes = model.cfg.num_classes if model.cfg.class_cond else None
+    num_classes = model.config.num_classes if model.config.class_cond else None
     if config.use_cache:
         spec = cache_spec(model)
         if not config.cache_path:
@@ -345,7 +345,7 @@ def _setup(config: TrainConfig, rank: int, world: int, device, config_path: Path
     else:
         _check_data_path(config)
         kind = config.resolved_dataset()
-        dataset = TenCropImageFolder(image_root(config.data_path, kind), model.cfg.img_size, num_classes, kind)
+        dataset = TenCropImageFolder(image_root(config.data_path, kind), model.config.img_size, num_classes, kind)
         dataset.check_decodable()
     # Of the ten crops the first five are unmirrored (training/data.py), so five means "no mirroring".
     sampler = CropSampler(len(dataset), NUM_CROPS if config.mirrored_crops else NUM_CROPS // 2, config.seed, rank,
@@ -362,7 +362,7 @@ def _setup(config: TrainConfig, rank: int, world: int, device, config_path: Path
         for cfg in config.cfg:
             plan_for(replace(settings, cfg=cfg).sample_config(num_classes), model)
     evaluator = InlineEvaluator(output_dir, settings, config.eval_num_samples, config.eval_grid_samples,
-                                inline_reference(config, model.cfg.img_size), config.eval_inception_weights, rank,
+                                inline_reference(config, model.config.img_size), config.eval_inception_weights, rank,
                                 world, guidance=tuple(config.cfg), samples_dir=config.samples_output_dir,
                                 keep_samples=bool(config.keep_samples), samples_only=config.samples_only)
 

@@ -18,7 +18,7 @@ from common.distributed import barrier
 from common.files import atomic_write
 from common.images import IMAGE_EXTENSIONS, list_images, load_rgb_array
 from models.sampler import Sampler
-from sampling.config import SampleConfig
+from sampling.config import DEFAULT_CFG, DEFAULT_CFG_START_STEP, SampleConfig
 from sampling.figures import image_grid, save_png
 from sampling.plan import draw_images, plan_for
 
@@ -34,8 +34,8 @@ def default_inception_weights() -> Path:
 
 @dataclass(frozen=True)
 class SampleSettings:
-    cfg: float = 2.0
-    cfg_start_step: int = 5
+    cfg: float = DEFAULT_CFG
+    cfg_start_step: int = DEFAULT_CFG_START_STEP
     steps_per_scale: int = 4
     temperature: float = 1.0
     seed: int = 0
@@ -53,7 +53,7 @@ class SampleSettings:
 def sample_images(generator, indices: list[int], settings: SampleSettings, device) -> np.ndarray:
     """uint8 (n, H, W, 3) samples: sample i is main_sample.py's sample i with these settings and --fid
     (sampling/plan.py draws both), whatever the batches or processes the indices are split among."""
-    config = settings.sample_config(generator.cfg.num_classes if generator.cfg.class_cond else None)
+    config = settings.sample_config(generator.config.num_classes if generator.config.class_cond else None)
     plan = plan_for(config, generator)
     return draw_images(Sampler(generator), plan, indices, settings.batch_size, device)[0]
 

@@ -66,7 +66,8 @@ def autoencoder_fingerprint(autoencoder) -> str:
 
 
 def cache_spec(generator) -> CacheSpec:
-    return CacheSpec(generator.cfg.img_size, tuple(generator.scale_sizes), autoencoder_fingerprint(generator.autoenc))
+    return CacheSpec(generator.config.img_size, tuple(generator.scale_sizes),
+                     autoencoder_fingerprint(generator.autoenc))
 
 
 def dataset_cache_name(data_path) -> str:
@@ -118,7 +119,7 @@ def create_token_cache(generator, image_root, cache_dir, shard_size: int, batch_
     """
     cache_dir = Path(cache_dir)
     spec = cache_spec(generator)
-    num_classes = generator.cfg.num_classes if generator.cfg.class_cond else None
+    num_classes = generator.config.num_classes if generator.config.class_cond else None
     dataset = TenCropImageFolder(image_root, spec.img_size, num_classes, dataset_kind)
     num_shards = math.ceil(len(dataset) / shard_size)
     plan = {"format": FORMAT, "spec": {k: spec.describe(k) for k in asdict(spec)}, "classes": dataset.classes,

@@ -83,10 +83,10 @@ def test_a_session_reuses_one_sampler_and_draws_main_sample_s_samples(tiny_dir, 
         plan = session.plan([3, 7], count, 1.5, 1, steps, 1.0, 5)
         drawing = session.draw(plan)
         expected, _ = draw_images(Sampler(model), plan, list(range(count)), count, "cpu")
-        zoom = MIN_SHOWN // model.cfg.img_size
+        zoom = MIN_SHOWN // model.config.img_size
         assert np.array_equal(drawing.images[:, ::zoom, ::zoom], expected)
         assert drawing.captions == ["3", "7", "3"][:count]
-        blocks = session.sampler.plan(list(plan.steps_per_scale)).block_bounds  # a 1x1 scale has one step
+        blocks = session.sampler.schedule(list(plan.steps_per_scale)).block_bounds  # a 1x1 scale has one step
         assert len(drawing.frames) == len(drawing.frame_titles) == len(blocks)
         # the last step has every cell: the samples themselves
         assert np.array_equal(drawing.frames[-1], figures.image_grid(drawing.images))

@@ -38,10 +38,10 @@ def parity(parity_dir):
 
 
 def test_the_fixtures_autoencoder_config_reads_as_written(tiny_dir):
-    cfg = AutoencoderConfig.from_yaml(tiny_dir / "autoenc" / "autoencoder_config.yaml")
-    assert (cfg.ch, cfg.ch_mult, cfg.num_res_blocks, cfg.z_channels) == (32, (1, 2, 2), 1, 32)
-    assert (cfg.embed_dim, cfg.n_embed, cfg.normalize, cfg.resolution) == (8, 64, True, 32)
-    assert VQModel(cfg).stride == 4
+    config = AutoencoderConfig.from_yaml(tiny_dir / "autoenc" / "autoencoder_config.yaml")
+    assert (config.ch, config.ch_mult, config.num_res_blocks, config.z_channels) == (32, (1, 2, 2), 1, 32)
+    assert (config.embed_dim, config.n_embed, config.normalize, config.resolution) == (8, 64, True, 32)
+    assert VQModel(config).stride == 4
 
 
 def test_a_missing_or_malformed_autoencoder_config_is_refused_naming_the_file(tmp_path):

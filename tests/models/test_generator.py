@@ -154,9 +154,9 @@ def test_a_missing_checkpoint_is_refused(tmp_path):
 
 def test_zero_size_scale_in_config(tiny_dir, tmp_path):
     dst = _copy_fixture(tiny_dir, tmp_path)
-    cfg = yaml.safe_load((dst / "config.yaml").read_text())
-    cfg["model"]["scale_ratio"] = 16
-    (dst / "config.yaml").write_text(yaml.safe_dump(cfg))
+    config = yaml.safe_load((dst / "config.yaml").read_text())
+    config["model"]["scale_ratio"] = 16
+    (dst / "config.yaml").write_text(yaml.safe_dump(config))
     with pytest.raises(ValueError, match="zero-size scale"):
         load_model(dst)
 

@@ -25,7 +25,7 @@ def _step(model, checkpointing: bool):
     model.zero_grad(set_to_none=True)
     g = torch.Generator().manual_seed(0)
     indices = [torch.randint(0, model.autoenc.config.n_embed, (4, s, s), generator=g) for s in model.scale_sizes]
-    labels = torch.randint(0, model.cfg.num_classes, (4,), generator=g)
+    labels = torch.randint(0, model.config.num_classes, (4,), generator=g)
     torch.manual_seed(1)  # the block split, label drop and random replacement draw from the global generator
     (loss, _), saved = saved_tensor_bytes(lambda: model.loss(indices, labels))
     loss.backward()

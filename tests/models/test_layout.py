@@ -163,7 +163,7 @@ def test_remainders_join_the_last_block_half_the_time(drawn):
 
 def test_layout_of_the_default_steps_in_training_without_random_blocks(tiny_dir):
     model = load_model(tiny_dir).train()
-    model.cfg.random_block_size = False
+    model.config.random_block_size = False
     torch.manual_seed(0)
     for _ in range(20):
         layout = model.training_layout()

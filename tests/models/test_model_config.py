@@ -62,12 +62,12 @@ def section(**changes) -> dict:
 
 
 def test_absent_keys_take_the_published_defaults(tiny_dir):
-    cfg = GeneratorConfig.from_dict(section())
-    assert (cfg.class_cond, cfg.num_classes, cfg.uncond_training_prob, cfg.scale_ratio, cfg.scale_min_size,
-            cfg.single_scale, cfg.num_blocks_per_scale, cfg.random_block_size, cfg.random_replace,
-            cfg.random_replace_sampled, cfg.use_head_mlp, cfg.head_weights_l2_loss, cfg.num_mixing_layers) == \
+    config = GeneratorConfig.from_dict(section())
+    assert (config.class_cond, config.num_classes, config.uncond_training_prob, config.scale_ratio, config.scale_min_size,
+            config.single_scale, config.num_blocks_per_scale, config.random_block_size, config.random_replace,
+            config.random_replace_sampled, config.use_head_mlp, config.head_weights_l2_loss, config.num_mixing_layers) == \
         (False, 0, 0.1, 2.0, 1, False, 8, False, 0.0, False, True, 1e-3, 2)
-    lc = cfg.llama_config
+    lc = config.llama_config
     assert (lc.hidden_size, lc.intermediate_size, lc.num_attention_heads, lc.num_hidden_layers, lc.rms_norm_eps) == \
         (256, 1024, 8, 8, 1e-6)
     # A llama_config mapping without intermediate_size means Llama's own width, 8/3 of hidden_size.

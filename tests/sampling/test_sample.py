@@ -22,6 +22,7 @@ from models.checkpoint import read_config
 from sampling import sample_io
 from sampling.config import SampleConfig
 from sampling.flops import flops_per_sample
+from sampling.plan import plan_for
 from sampling.run import sample
 
 REPO = Path(__file__).resolve().parents[2]
@@ -233,10 +234,12 @@ def test_bf16_precision_stays_close_to_fp32(tiny_dir, tiny_expected, capsys, tmp
     assert np.abs(got - expected).mean() < 8
 
 
-def test_fifty_thousand_samples_without_labels_is_fid_mode():
-    assert SampleConfig(checkpoint="c", output_dir="d", num_samples=50_000).fid
-    assert not SampleConfig(checkpoint="c", output_dir="d", num_samples=50_000, random_classes=True).fid
-    assert not SampleConfig(checkpoint="c", output_dir="d", num_samples=1_000).fid
+def test_fid_mode_only_when_asked(tiny):
+    """50,000 samples (the ADM count) without --fid are random classes, not silently class-balanced."""
+    assert not SampleConfig(checkpoint="c", output_dir="d", num_samples=50_000).fid
+    assert plan_for(SampleConfig(checkpoint="c", output_dir="d", num_samples=50_000), tiny).label_mode == "random"
+    asked = plan_for(SampleConfig(checkpoint="c", output_dir="d", num_samples=50_000, fid=True), tiny)
+    assert asked.label_mode == "balanced" and asked.num_samples == 50_000
 
 
 def _snapshot(folder: Path) -> dict:
@@ -385,7 +388,7 @@ def test_sampling_without_output_dir_is_one_clear_line(tiny_dir, capsys):
 
 
 def test_steps_per_scale_defaults_to_the_model_s_num_blocks_per_scale(tiny, tmp_path):
-    assert tiny.cfg.num_blocks_per_scale == 8  # the fixture's config leaves it out: the published default
+    assert tiny.config.num_blocks_per_scale == 8  # the fixture's config leaves it out: the published default
     outputs = sample(_config(tmp_path, "default", num_samples=1, classes=[3]), model=tiny)
     record = json.loads((outputs.samples_npz.parent / "sampling.json").read_text())
     assert record["steps_per_scale"] == list(tiny.steps_per_scale_list(None)) and record["cfg_start_step"] == 2

@@ -36,7 +36,7 @@ def test_samples_are_main_sample_s_samples(tiny):
     ours = sample_images(tiny, list(range(4)), settings, "cpu")
     config = SampleConfig(cfg=1.5, cfg_start_step=2, steps_per_scale=4, seed=3, fid=True, num_samples=10)
     out = draw(Sampler(tiny), plan_for(config, tiny), list(range(4)), "cpu")
-    assert out.labels.tolist() == balanced_labels(range(4), tiny.cfg.num_classes).tolist()
+    assert out.labels.tolist() == balanced_labels(range(4), tiny.config.num_classes).tolist()
     assert np.array_equal(ours, sample_io.to_uint8(out.images))
 
 

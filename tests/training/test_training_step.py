@@ -86,13 +86,13 @@ def test_detector_sees_each_kind_of_host_sync():
 def meta_training_run(folder, **options):
     model = load_model(folder).train()
     for key, value in options.items():
-        setattr(model.cfg, key, value)
+        setattr(model.config, key, value)
     model.to("meta")
     module = GeneratorLoss(model)
     optimizer = build_optimizer(model, 1e-4, 0.05, (0.9, 0.95), "meta")
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     indices = [torch.randint(0, model.codebook_size, (2, s, s), device="meta") for s in model.scale_sizes]
-    labels = torch.randint(0, model.cfg.num_classes, (2,), device="meta")
+    labels = torch.randint(0, model.config.num_classes, (2,), device="meta")
     return lambda: train_step(module, (indices, labels), optimizer, scaler, StepOptions(grad_clip=1.0))
 
 
@@ -117,7 +117,7 @@ class Captured(Exception):
 
 def test_labels_are_dropped_in_training_only(tiny_dir):
     model = load_model(tiny_dir)
-    model.cfg.uncond_training_prob = 0.25
+    model.config.uncond_training_prob = 0.25
     seen = []
 
     def record(module, inputs, output):
@@ -126,12 +126,12 @@ def test_labels_are_dropped_in_training_only(tiny_dir):
 
     model.class_embeddings.register_forward_hook(record)
     n = 4000
-    labels = torch.arange(n) % model.cfg.num_classes
+    labels = torch.arange(n) % model.config.num_classes
     indices = [torch.zeros(n, s, s, dtype=torch.long) for s in model.scale_sizes]
     for training in (True, False):
         with torch.no_grad(), pytest.raises(Captured):
             model.train(training)(indices, labels)
-    dropped = seen[0] == model.cfg.num_classes
+    dropped = seen[0] == model.config.num_classes
     assert abs(dropped.float().mean().item() - 0.25) < 5 * math.sqrt(0.25 * 0.75 / n)
     assert torch.equal(seen[0][~dropped], labels[~dropped])
     assert torch.equal(seen[1], labels)
@@ -169,7 +169,7 @@ def replaced_share(a, b):
 @pytest.mark.parametrize("sampled", [False, True])
 def test_random_replacement_hits_the_previous_or_the_sampled_codes(tiny_dir, monkeypatch, sampled):
     model = load_model(tiny_dir)
-    model.cfg.random_replace, model.cfg.random_replace_sampled = 0.3, sampled
+    model.config.random_replace, model.config.random_replace_sampled = 0.3, sampled
     expected = 0.3 * (1 - 1 / model.codebook_size)
     indices, sources, gt = replacement_inputs(model, monkeypatch, training=True)
     if not sampled:  # the sources of scale k read replaced codes of scale k-1; gt(t') the truth
@@ -196,7 +196,7 @@ def test_head_mlp_l2_acts_through_the_gradient_only(fixtures_dir):
     labels = torch.tensor([1, 2, 3])
 
     def step(l2):
-        model.cfg.head_weights_l2_loss = l2
+        model.config.head_weights_l2_loss = l2
         model.zero_grad(set_to_none=True)
         torch.manual_seed(0)
         loss, _ = model.loss(indices, labels)
