@@ -12,7 +12,8 @@ from main import get_args_parser, parse_config
 from train_support import REPO, digits_subset, tiny_config
 from common.lr_schedule import LRSchedule
 from training.config import TrainConfig
-from training.engine import build_optimizer, inline_reference, param_groups
+from training.engine import inline_reference
+from training.optimization import build_optimizer, param_groups
 
 
 # Every argument of the published main.py's get_args_parser with its published default (facts of the

@@ -7,7 +7,9 @@ Every file is written atomically (common/files.py), so an interrupted save leave
 intact.
 """
 import copy
+import logging
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import yaml
@@ -16,6 +18,8 @@ from common.files import atomic_copy, atomic_torch_save, atomic_write_text
 from models.autoencoder import load_state_dict_strict
 from common.checkpoints import load_checkpoint_file
 from models.checkpoint import build_generator, checkpoint_paths, read_config, resolve_path
+
+log = logging.getLogger(__name__)
 
 LAST = "checkpoint-last.pth"
 # The tables with one row per position id (all scales, smallest first, then any special ids): their
@@ -66,6 +70,30 @@ def load_training_checkpoint(path, resume: bool = False) -> tuple[dict, Path]:
                              f"(a published or exported checkpoint?); to start a new run from its weights, pass "
                              f"--weights_init {path} instead of --resume")
     return ckpt, ckpt_path
+
+
+class Resumed(NamedTuple):
+    """The checkpoint a run continues from, and its file."""
+    state: dict
+    path: Path
+
+
+def restore_state(resumed: Resumed, optimization) -> int:
+    """The optimizer, loss scaler and EMA of a `training.optimization.Optimization` set to the checkpoint's
+    state; returns the epoch to go on with."""
+    ckpt, ckpt_path = resumed
+    try:
+        optimization.optimizer.load_state_dict(ckpt["optimizer"])
+    except (ValueError, KeyError) as e:
+        raise ValueError(f"{ckpt_path}: its optimizer state does not fit this run's optimizer ({e})") from None
+    if ckpt.get("scaler"):
+        optimization.scaler.load_state_dict(ckpt["scaler"])
+    if optimization.ema is not None:
+        if ckpt.get("model_ema") is not None:
+            optimization.ema.load_state_dict(ckpt["model_ema"], f"{ckpt_path}: model_ema")
+        else:
+            log.warning("%s has no model_ema: the EMA restarts from the current weights", ckpt_path)
+    return ckpt["epoch"] + 1
 
 
 def portable_model_section(model_section: dict, config_dir) -> dict:

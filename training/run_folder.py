@@ -13,12 +13,16 @@ import logging
 import os
 import re
 from contextlib import ExitStack
+from datetime import datetime
 from pathlib import Path
 
 from common.checkpoints import load_checkpoint_file
+from common.distributed import broadcast_object, get_rank
 from common.files import atomic_copy, remove_temporaries, run_lock
 from common.folders import NAMES_SHOWN, check_is_folder, folder_contents, shown
-from training.checkpoint import LAST, epoch_checkpoint_name, kept_epoch
+from models.checkpoint import checkpoint_paths
+from training.checkpoint import LAST, Resumed, epoch_checkpoint_name, kept_epoch, load_training_checkpoint
+from training.config import TrainConfig
 
 RUN_CONFIG = "config.yaml"
 CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+|last)\.pth$")
@@ -92,13 +96,59 @@ def restore_kept_checkpoint(folder, checkpoint: dict):
         log.info("made %s, which the interrupted run did not", kept)
 
 
-class RunFolder:
-    """The lock of a run folder, held from claiming it until `release`."""
+def new_run_dir(output_root) -> Path:
+    """<output_root>/<yymmdd-HHMM>-<8 hex digits> (the published run id), drawn by process 0 and shared;
+    never an existing folder."""
+    path = None
+    if get_rank() == 0:
+        while path is None or path.exists():
+            path = Path(output_root) / f"{datetime.now():%y%m%d-%H%M}-{os.urandom(4).hex()}"
+    return Path(broadcast_object(str(path) if path else None))
 
-    def __init__(self, folder):
+
+def claim_run_folder(config: TrainConfig, config_text: str) -> tuple["RunFolder", Resumed | None]:
+    """The run folder `config.output_dir`, checked for this run (`config_text`: its config.yaml), and the
+    checkpoint it resumes from (None for a new run). A resumed run's own folder is locked by process 0
+    before its checkpoint is read: another resume of this folder may be writing it."""
+    own = bool(config.resume) and is_own_folder(config.output_dir, checkpoint_paths(config.resume)[0])
+    if not own:
+        check_new_run_folder(config.output_dir, config_text)
+    folder = RunFolder(config.output_dir, own, config_text)
+    try:
+        if own and get_rank() == 0:
+            folder.lock()
+        if not config.resume:
+            return folder, None
+        resumed = Resumed(*load_training_checkpoint(config.resume, resume=True))
+        if own:
+            check_resume_point(folder.folder, resumed.path, resumed.state["epoch"])
+        return folder, resumed
+    except BaseException:
+        folder.release()
+        raise
+
+
+class RunFolder:
+    """The lock of a run folder, held from claiming it until `release`. `own`: the folder of the run
+    resumed; `config_text`: this run's config.yaml."""
+
+    def __init__(self, folder, own: bool, config_text: str):
         self.folder = Path(folder)
+        self.own = own
+        self.config_text = config_text
         self._stack = ExitStack()
         self.held = False
+
+    def start_writing(self, resumed: Resumed | None):
+        """Process 0's first write. A new folder is claimed now, and checked again under its lock: another
+        run may have started there since the first check. The partial files an interrupted run left are
+        removed, and the kept checkpoint it was stopped before making is made."""
+        self.lock()
+        if not self.own:
+            check_new_run_folder(self.folder, self.config_text)
+        remove_leftovers(self.folder)
+        if resumed is not None and self.own and os.path.samefile(resumed.path, self.folder / LAST):
+            restore_kept_checkpoint(self.folder, resumed.state)
 
     def lock(self):
         if not self.held:
