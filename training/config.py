@@ -224,7 +224,7 @@ class TrainConfig:
         """The `args:` section for an output folder's config.yaml."""
         return {k: v for k, v in self.as_dict().items() if k not in RUN_ONLY_KEYS}
 
-    def model_config(self) -> tuple[dict, Path]:
+    def model_section(self) -> tuple[dict, Path]:
         """(the `model:` section, the config file it is read from); a TrainConfig made directly may name none."""
         if not self.config:
             raise ValueError("no config: pass --config FILE (or --resume a run folder)")

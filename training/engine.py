@@ -227,7 +227,7 @@ def setup(config: TrainConfig) -> TrainingRun:
     until `TrainingRun.close`."""
     config.validate()
     place = placement(config.device)
-    model_section, config_path = config.model_config()
+    model_section, config_path = config.model_section()
     config = run_config(config, place.world)
     folder, resumed = claim_run_folder(config, run_config_text(model_section, config_path.parent, config.recipe()))
     try:

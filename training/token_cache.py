@@ -97,7 +97,7 @@ def create_cache(config: TrainConfig) -> Path:
     part of the images; returns its folder."""
     rank, world, device = placement(config.device)
     check_data_path(config.data_path)
-    model_section, config_path = config.model_config()
+    model_section, config_path = config.model_section()
     model = build_generator(model_section, config_path.parent, source=str(config_path))
     model.autoenc.to(device)
     spec = cache_spec(model)
