@@ -16,12 +16,12 @@ from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
 
-from common.checkpoints import load_checkpoint_file
 from common.distributed import broadcast_object, get_rank
-from common.files import atomic_copy, remove_temporaries, run_lock
+from common.files import remove_temporaries, run_lock
 from common.folders import NAMES_SHOWN, check_is_folder, folder_contents, shown
 from models.checkpoint import checkpoint_paths
-from training.checkpoint import LAST, Resumed, epoch_checkpoint_name, kept_epoch, load_training_checkpoint
+from training.checkpoint import (LAST, Resumed, check_resume_point, load_training_checkpoint,
+                                 restore_kept_checkpoint)
 from training.config import TrainConfig
 
 RUN_CONFIG = "config.yaml"
@@ -59,18 +59,6 @@ def is_own_folder(folder, checkpoint_path) -> bool:
     return folder.is_dir() and os.path.samefile(folder, Path(checkpoint_path).parent)
 
 
-def check_resume_point(folder, checkpoint_path, epoch: int):
-    """Resuming into its own folder continues from the folder's latest checkpoint only."""
-    last = Path(folder) / LAST
-    if not last.is_file() or os.path.samefile(last, checkpoint_path):
-        return
-    last_epoch = load_checkpoint_file(last, mmap=True).get("epoch")  # mmap: no weights read
-    if isinstance(last_epoch, int) and last_epoch > epoch:
-        raise ValueError(f"{checkpoint_path} is epoch {epoch} but {last} is epoch {last_epoch}: continuing from "
-                         f"it in {folder} would overwrite the epochs after {epoch}; pass a new --output_dir to "
-                         f"continue it there")
-
-
 def remove_leftovers(folder):
     """Removes the temporary files an interrupted run left in `folder` and below (only under its lock)."""
     removed = []
@@ -80,20 +68,6 @@ def remove_leftovers(folder):
         log.info("removed %d partial file(s) an interrupted run left: %s", len(removed),
                  ", ".join(str(p) for p in removed[:NAMES_SHOWN]))
     return removed
-
-
-def restore_kept_checkpoint(folder, checkpoint: dict):
-    """checkpoint-<epoch>.pth of the latest epoch when the run was to keep it but was stopped before it was
-    made (runs of earlier versions wrote it after checkpoint-last.pth)."""
-    folder = Path(folder)
-    args, epoch = checkpoint.get("args"), checkpoint.get("epoch")
-    epochs, save_freq = getattr(args, "epochs", None), getattr(args, "save_freq", None)
-    if not all(isinstance(v, int) and v > 0 for v in (epochs, save_freq)) or not isinstance(epoch, int):
-        return
-    kept = folder / epoch_checkpoint_name(epoch)
-    if kept_epoch(epoch, epochs, save_freq) and not kept.exists():
-        atomic_copy(folder / LAST, kept)
-        log.info("made %s, which the interrupted run did not", kept)
 
 
 def new_run_dir(output_root) -> Path:
