@@ -14,11 +14,11 @@ import logging
 
 from common.cli import EXIT_BAD_INPUT, EXIT_FAILED, fail, interrupt_line, one_line_errors, out_of_memory_line
 from common.config import ArgumentParser, add_arguments, given_options
-from common.distributed import cleanup, get_rank
+from common.distributed import launched_rank
 from models.checkpoint import width_text
 from training.checkpoint import LAST
 from training.config import TrainConfig
-from training.engine import NoTrainingStepError, NonFiniteLossError, fit, prepare, start_processes, train
+from training.engine import NoTrainingStepError, NonFiniteLossError, train
 
 
 __all__ = ["get_args_parser", "parse_config", "TrainConfig", "train", "main"]
@@ -51,36 +51,19 @@ def main(argv=None):
     parser = get_args_parser()
     with one_line_errors(PROG, EXIT_BAD_INPUT):
         config = parse_config(argv, parser)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    runs = []  # the run once prepared: what Ctrl-C leaves to resume
+    # Processes other than 0 log only what goes wrong.
+    logging.basicConfig(level=logging.INFO if launched_rank() == 0 else logging.WARNING,
+                        format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    runs = []  # the run once set up: what Ctrl-C leaves to resume
     sizes = lambda: f"{width_text(config.config)} and batch_size {config.batch_size} per process"  # noqa: E731
     with interrupt_line(PROG, lambda: how_to_go_on(runs)), out_of_memory_line(PROG, sizes):
-        _train(config, runs)
-
-
-def _train(config: TrainConfig, runs: list):
-    owns_processes, run = False, None
-    try:
-        with one_line_errors(PROG, EXIT_BAD_INPUT):  # everything before the first training step
-            _, _, _, owns_processes = start_processes(config.device)
-            if get_rank() != 0:
-                logging.getLogger().setLevel(logging.WARNING)
-            run = prepare(config)
-            if run is None:  # --create_cache alone
-                return
-            runs.append(run)
-        # The inputs were fine: a failure now (a non-finite loss, a full disk) stops the run with the
-        # epochs logged so far, and names the checkpoint it leaves.
-        with one_line_errors(PROG, EXIT_FAILED):
-            try:
-                fit(run)
-            except (NonFiniteLossError, NoTrainingStepError) as e:
-                fail(PROG, e, EXIT_FAILED)
-    finally:
-        if run is not None:
-            run.close()
-        if owns_processes:
-            cleanup()
+        try:
+            train(config, on_start=runs.append)
+        except (ValueError, OSError, NonFiniteLossError, NoTrainingStepError) as e:
+            # Before the run was set up, the inputs were wrong; after it, they were fine and the run failed
+            # (a non-finite loss, a full disk): it stops with the epochs logged so far and names the
+            # checkpoint it leaves.
+            fail(PROG, e, EXIT_FAILED if runs else EXIT_BAD_INPUT)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ import torch
 
 from benchmarks.bench_sample import time_call
 from benchmarks.random_models import build_random_model
-from training.engine import StepOptions, amp_dtype_for, build_optimizer, train_step, wrap_for_training
+from training.engine import train_step, wrap_for_training
+from training.optimization import StepOptions, amp_dtype_for, build_optimizer
 
 
 def main():

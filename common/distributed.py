@@ -1,6 +1,8 @@
 """torch.distributed set-up for torchrun; every helper degrades to a single process."""
 import datetime
 import os
+from contextlib import contextmanager
+from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -47,6 +49,45 @@ def init_distributed(device: str | None = None, timeout: datetime.timedelta | No
         return rank, world, torch.device("cuda", local_rank)
     dist.init_process_group("gloo", **kwargs)
     return rank, world, torch.device("cpu")
+
+
+class Placement(NamedTuple):
+    """Where a process works: its rank, the number of processes and its device."""
+    rank: int
+    world: int
+    device: torch.device
+
+
+def launched_rank() -> int:
+    """This process's rank as torchrun set it (0 without torchrun), known before the processes are joined."""
+    return int(os.environ["RANK"]) if "RANK" in os.environ and "WORLD_SIZE" in os.environ else 0
+
+
+@contextmanager
+def start_processes(device_name: str | None):
+    """The processes torchrun launched joined into one group (NCCL or gloo by `device_name`'s type) for
+    the block, and the group ended after it; nothing to do where no processes were launched or the group
+    exists already (a caller that made it ends it)."""
+    started = False
+    if not is_distributed():
+        init_distributed(resolve_device(device_name).type)
+        started = is_distributed()
+    try:
+        yield
+    finally:
+        if started:
+            cleanup()
+
+
+def placement(device_name: str | None) -> Placement:
+    """This process's place among those started (one process on `device_name`'s type of device when
+    none were); under torchrun the GPU of its local rank."""
+    device = resolve_device(device_name)
+    if not is_distributed():
+        return Placement(0, 1, torch.device(device.type))
+    if device.type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())
+    return Placement(get_rank(), get_world_size(), device)
 
 
 def is_distributed() -> bool:

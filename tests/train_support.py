@@ -6,7 +6,7 @@ import yaml
 
 from common.digits import write_digits_imagefolder
 from training.config import TrainConfig
-from training.engine import create_cache
+from training.token_cache import create_cache
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CPU_CONFIG = REPO / "configs" / "config_tiny_cpu.yaml"

@@ -4,10 +4,15 @@ An output folder holds `checkpoint-last.pth` (after every epoch), `checkpoint-<e
 ones), `config.yaml` (`model:` + `args:`), `args.yaml` (every option of the run) and
 `autoenc/autoencoder_config.yaml`, so that `models.load_model(folder)` works wherever the folder goes.
 Every file is written atomically (common/files.py), so an interrupted save leaves the previous file
-intact.
+intact. Resuming reads a checkpoint back (`Resumed`), only from the run folder's latest one
+(`check_resume_point`), restores its optimizer, scaler and EMA (`restore_state`), and first makes the
+kept checkpoint an interrupted save did not (`restore_kept_checkpoint`).
 """
 import copy
+import logging
+import os
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import yaml
@@ -16,6 +21,8 @@ from common.files import atomic_copy, atomic_torch_save, atomic_write_text
 from models.autoencoder import load_state_dict_strict
 from common.checkpoints import load_checkpoint_file
 from models.checkpoint import build_generator, checkpoint_paths, read_config, resolve_path
+
+log = logging.getLogger(__name__)
 
 LAST = "checkpoint-last.pth"
 # The tables with one row per position id (all scales, smallest first, then any special ids): their
@@ -66,6 +73,56 @@ def load_training_checkpoint(path, resume: bool = False) -> tuple[dict, Path]:
                              f"(a published or exported checkpoint?); to start a new run from its weights, pass "
                              f"--weights_init {path} instead of --resume")
     return ckpt, ckpt_path
+
+
+class Resumed(NamedTuple):
+    """The checkpoint a run continues from, and its file."""
+    state: dict
+    path: Path
+
+
+def restore_state(resumed: Resumed, optimization) -> int:
+    """The optimizer, loss scaler and EMA of a `training.optimization.Optimization` set to the checkpoint's
+    state; returns the epoch to go on with."""
+    ckpt, ckpt_path = resumed
+    try:
+        optimization.optimizer.load_state_dict(ckpt["optimizer"])
+    except (ValueError, KeyError) as e:
+        raise ValueError(f"{ckpt_path}: its optimizer state does not fit this run's optimizer ({e})") from None
+    if ckpt.get("scaler"):
+        optimization.scaler.load_state_dict(ckpt["scaler"])
+    if optimization.ema is not None:
+        if ckpt.get("model_ema") is not None:
+            optimization.ema.load_state_dict(ckpt["model_ema"], f"{ckpt_path}: model_ema")
+        else:
+            log.warning("%s has no model_ema: the EMA restarts from the current weights", ckpt_path)
+    return ckpt["epoch"] + 1
+
+
+def check_resume_point(folder, checkpoint_path, epoch: int):
+    """Resuming into its own folder continues from the folder's latest checkpoint only."""
+    last = Path(folder) / LAST
+    if not last.is_file() or os.path.samefile(last, checkpoint_path):
+        return
+    last_epoch = load_checkpoint_file(last, mmap=True).get("epoch")  # mmap: no weights read
+    if isinstance(last_epoch, int) and last_epoch > epoch:
+        raise ValueError(f"{checkpoint_path} is epoch {epoch} but {last} is epoch {last_epoch}: continuing from "
+                         f"it in {folder} would overwrite the epochs after {epoch}; pass a new --output_dir to "
+                         f"continue it there")
+
+
+def restore_kept_checkpoint(folder, checkpoint: dict):
+    """checkpoint-<epoch>.pth of the latest epoch when the run was to keep it but was stopped before it was
+    made (runs of earlier versions wrote it after checkpoint-last.pth)."""
+    folder = Path(folder)
+    args, epoch = checkpoint.get("args"), checkpoint.get("epoch")
+    epochs, save_freq = getattr(args, "epochs", None), getattr(args, "save_freq", None)
+    if not all(isinstance(v, int) and v > 0 for v in (epochs, save_freq)) or not isinstance(epoch, int):
+        return
+    kept = folder / epoch_checkpoint_name(epoch)
+    if kept_epoch(epoch, epochs, save_freq) and not kept.exists():
+        atomic_copy(folder / LAST, kept)
+        log.info("made %s, which the interrupted run did not", kept)
 
 
 def portable_model_section(model_section: dict, config_dir) -> dict:

@@ -225,6 +225,13 @@ class TrainConfig:
         """The `args:` section for an output folder's config.yaml."""
         return {k: v for k, v in self.as_dict().items() if k not in RUN_ONLY_KEYS}
 
+    def model_section(self) -> tuple[dict, Path]:
+        """(the `model:` section, the config file it is read from); a TrainConfig made directly may name none."""
+        if not self.config:
+            raise ValueError("no config: pass --config FILE (or --resume a run folder)")
+        path = Path(self.config)
+        return read_config(path)[0], path
+
     def resolved_output_dir(self) -> Path | None:
         """output_dir, else the resumed folder; None: a new folder under output_root is to be made."""
         if self.output_dir:

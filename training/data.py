@@ -106,6 +106,13 @@ def dataset_for_path(data_path) -> str:
     return name if name in ("celeba", "food101") else "imagefolder"
 
 
+def check_data_path(data_path):
+    if not Path(data_path).exists():
+        raise FileNotFoundError(f"data path not found: {data_path}")
+    if not Path(data_path).is_dir():
+        raise ValueError(f"--data_path {data_path} is a file, not a folder")
+
+
 def image_root(data_path, dataset: str) -> Path:
     """The folder a dataset's images are listed from: <data_path>/train for an ImageFolder, else data_path
     (CelebA: the folder holding img_align_celeba/; Food101: the folder holding food-101/)."""

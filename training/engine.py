@@ -1,48 +1,48 @@
 """The training loop as plain functions: set-up, one optimizer step, one epoch, the whole run.
 
-`train(config)` is what main.py runs; `setup` + `fit` are the same in two parts (a caller can inspect
-the model afterwards), and `train_step` is the per-iteration step on its own, for benchmarks.
+`train(config)` is what main.py runs: it starts the processes (the one place that does), then `setup`
+(in order: the run folder claimed, the model, the data, the optimization, the resumed state, the
+module train_step runs, the first writes; each built where its concern lives) and `fit`. A caller can
+run `setup` + `fit` itself to inspect the model afterwards (with several processes, inside
+`common.distributed.start_processes`); `train_step` is the per-iteration step on its own, for benchmarks.
 Processes other than 0 write nothing; all of them seed their randomness from (seed, epoch, rank) at
 every epoch start, which is what makes a resumed run repeat an uninterrupted one exactly.
 """
 import logging
 import math
-import os
 import time
-from datetime import datetime
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import BatchSampler, DataLoader
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from models.autoencoder import load_state_dict_strict
-from models.checkpoint import build_generator, checkpoint_paths, read_config
-from models.generator import CheckerboardGenerator
 from common import distributed as dist_util
+from common.distributed import Placement, placement, start_processes
 from common.folders import check_is_folder
-from training.checkpoint import (LAST, init_weights_from, kept_epoch, load_training_checkpoint, run_config_text,
-                                 save_training_checkpoint, training_state, write_run_config)
-from training.data import NUM_CROPS, Batch, CropSampler, TenCropImageFolder, collate_skipping, epoch_seed, image_root
+from common.lr_schedule import LRSchedule, set_lr
+from models.generator import CheckerboardGenerator
+from sampling.plan import plan_for
+from training.checkpoint import (LAST, Resumed, kept_epoch, restore_state, run_config_text, save_training_checkpoint,
+                                 training_state, write_run_config)
+from training.config import TrainConfig
+from training.data import Batch, CropSampler, epoch_seed
 from training.ema import EMA
 from training.inline_eval import InlineEvaluator, SampleSettings
-from common.lr_schedule import LRSchedule, set_lr
+from training.loader import build_data
 from training.metrics_log import MetricsLog, start_wandb
-from sampling.plan import plan_for
-from training.token_cache import TokenCacheDataset, cache_spec, create_token_cache, default_cache_dir
-from training.config import TrainConfig
-from training.run_folder import (RunFolder, check_new_run_folder, check_resume_point, is_own_folder, remove_leftovers,
-                                 restore_kept_checkpoint)
+from training.model import build_model, decoder_on
+from training.optimization import StepOptions, build_optimization
+from training.run_folder import RunFolder, claim_run_folder, new_run_dir
+from training.token_cache import create_cache
 
 log = logging.getLogger(__name__)
 
-# Autoencoder parts by use: training reads only the codebook (`quantize`); encoding images needs these
-ENCODER_PARTS = ("encoder", "quant_conv")
-DECODER_PARTS = ("decoder", "post_quant_conv")
 # Stream of epoch_seed(seed, epoch, rank, stream) seeding torch's generators: label drop, random
 # replacement and the block splits of training all draw from them, on the device.
 SEED_TORCH = 1
@@ -62,14 +62,6 @@ class CheckpointWriteError(OSError):
 
 
 # ---- one step -------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class StepOptions:
-    accum_iter: int = 1
-    grad_clip: float | None = None  # None or 0: no clipping (the norm is still returned)
-    amp_dtype: torch.dtype | None = None  # autocast dtype; None: full precision
-    compile: bool = False  # applied by wrap_for_training
-
-
 class GeneratorLoss(nn.Module):
     """The generator's training loss as a module forward: DDP synchronises gradients only for
     passes that go through its own forward."""
@@ -80,30 +72,6 @@ class GeneratorLoss(nn.Module):
 
     def forward(self, indices, labels):
         return self.model.loss(indices, labels)
-
-
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on >= 2-D weights only; biases and 1-D parameters (norms, empty tokens) get none."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def build_optimizer(model: nn.Module, lr: float, weight_decay: float, betas, device,
-                    kind: str = "adamw") -> torch.optim.Optimizer:
-    """AdamW (decoupled weight decay) or Adam (weight decay added to the gradient), as the published code."""
-    optimizer = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[kind]
-    return optimizer(param_groups(model, weight_decay), lr=lr, betas=tuple(betas),
-                     fused=torch.device(device).type == "cuda")
-
-
-def amp_dtype_for(precision: str, device) -> torch.dtype | None:
-    """Autocast only on GPUs; the CPU trains in fp32."""
-    if torch.device(device).type != "cuda" or precision == "fp32":
-        return None
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
 def wrap_for_training(model: CheckerboardGenerator, device, distributed: bool, use_compile: bool = False) -> nn.Module:
@@ -159,40 +127,6 @@ def batch_tokens(batch: Batch, model: CheckerboardGenerator, device) -> tuple:
     return [c.to(device, non_blocking=True).long() for c in batch.inputs], labels
 
 
-# ---- placement ----------------------------------------------------------------------------------
-def start_processes(device_name: str | None) -> tuple[int, int, torch.device, bool]:
-    """(rank, world size, device, whether this call started the process group)."""
-    device = dist_util.resolve_device(device_name)
-    if dist_util.is_distributed():
-        rank, world = dist_util.get_rank(), dist_util.get_world_size()
-        if device.type == "cuda":
-            device = torch.device("cuda", torch.cuda.current_device())
-        return rank, world, device, False
-    rank, world, device = dist_util.init_distributed(device.type)
-    return rank, world, device, dist_util.is_distributed()
-
-
-def place_model(model: CheckerboardGenerator, device, encoder_on_device: bool):
-    """Everything on `device` except the autoencoder's decoder, and its encoder too when training from
-    the token cache: those stay on the CPU (the state dict is still complete)."""
-    model.to(device)
-    for name in DECODER_PARTS + (() if encoder_on_device else ENCODER_PARTS):
-        getattr(model.autoenc, name).to("cpu")
-
-
-@contextmanager
-def decoder_on(model: CheckerboardGenerator, device):
-    """The autoencoder's decoder on `device` (for decoding samples), back on the CPU after."""
-    parts = [getattr(model.autoenc, name) for name in DECODER_PARTS]
-    for part in parts:
-        part.to(device)
-    try:
-        yield
-    finally:
-        for part in parts:
-            part.to("cpu")
-
-
 # ---- the run --------------------------------------------------------------------------------------
 @dataclass
 class TrainingRun:
@@ -227,54 +161,6 @@ class TrainingRun:
             self.folder.release()
 
 
-def _config_file(config: TrainConfig) -> Path:
-    if not config.config:
-        raise ValueError("no config: pass --config FILE (or --resume a run folder)")
-    return Path(config.config)
-
-
-def _check_data_path(config: TrainConfig):
-    if not Path(config.data_path).exists():
-        raise FileNotFoundError(f"data path not found: {config.data_path}")
-    if not Path(config.data_path).is_dir():
-        raise ValueError(f"--data_path {config.data_path} is a file, not a folder")
-
-
-def _cache_dir(config: TrainConfig, spec) -> Path:
-    if config.cache_path:
-        return Path(config.cache_path)
-    return default_cache_dir(config.cached_path, config.data_path, spec)
-
-
-def create_cache(config: TrainConfig) -> Path:
-    """Encode the training images into the token cache (or finish an interrupted one); returns its folder."""
-    rank, world, device, owns = start_processes(config.device)
-    try:
-        _check_data_path(config)
-        config_path = _config_file(config)
-        model_section, _ = read_config(config_path)
-        model = build_generator(model_section, config_path.parent, source=str(config_path))
-        model.autoenc.to(device)
-        spec = cache_spec(model)
-        dataset = config.resolved_dataset()
-        return create_token_cache(model, image_root(config.data_path, dataset), _cache_dir(config, spec),
-                                  config.cache_shard_size, config.cache_batch_size, config.num_workers, device, rank,
-                                  world, progress=config.progress, dataset_kind=dataset)
-    finally:
-        if owns:
-            dist_util.cleanup()
-
-
-def new_run_dir(output_root) -> Path:
-    """<output_root>/<yymmdd-HHMM>-<8 hex digits> (the published run id), drawn by process 0 and shared;
-    never an existing folder."""
-    path = None
-    if dist_util.get_rank() == 0:
-        while path is None or path.exists():
-            path = Path(output_root) / f"{datetime.now():%y%m%d-%H%M}-{os.urandom(4).hex()}"
-    return Path(dist_util.broadcast_object(str(path) if path else None))
-
-
 def inline_reference(config: TrainConfig, img_size: int) -> str | None:
     """eval_reference_data_path, else the published layout's <data_path>/eval_reference/<img_size> when it
     exists; None: no inline FID/IS."""
@@ -284,135 +170,80 @@ def inline_reference(config: TrainConfig, img_size: int) -> str | None:
     return str(published) if published.is_dir() else None
 
 
-def setup(config: TrainConfig) -> TrainingRun:
-    """Everything a run needs, checked before anything is written (bad input raises ValueError or
-    OSError naming it). Process 0 holds the run folder's lock until `TrainingRun.close`."""
-    config.validate()
-    rank, world, device, _ = start_processes(config.device)
-    config_path = _config_file(config)
-    model_section, _ = read_config(config_path)
+def inline_evaluator(config: TrainConfig, model: CheckerboardGenerator, place: Placement) -> InlineEvaluator:
+    """The samples and FID/IS of every eval_freq epochs, their settings checked against the model now,
+    before the first epoch."""
+    num_classes = model.config.num_classes if model.config.class_cond else None
+    settings = SampleSettings(config.cfg[0], config.cfg_start_step, config.steps_per_scale, config.temperature,
+                              config.seed, config.eval_batch_size or config.batch_size)
+    if config.eval_freq:
+        for cfg in config.cfg:
+            plan_for(replace(settings, cfg=cfg).sample_config(num_classes), model)
+    return InlineEvaluator(Path(config.output_dir), settings, config.eval_num_samples, config.eval_grid_samples,
+                           inline_reference(config, model.config.img_size), config.eval_inception_weights, place.rank,
+                           place.world, guidance=tuple(config.cfg), samples_dir=config.samples_output_dir,
+                           keep_samples=bool(config.keep_samples), samples_only=config.samples_only)
+
+
+def run_config(config: TrainConfig, world: int) -> TrainConfig:
+    """`config` with this run's own values: its output folder (a new one under output_root unless one is
+    named), its lr for `world` processes, and no weights_init when resuming (the published rule: --resume
+    takes precedence). The folders it names to write into are checked to be folders."""
     for option_name in ("output_root", "log_dir", "samples_output_dir"):
         if getattr(config, option_name):
             check_is_folder(getattr(config, option_name), f"--{option_name}")
-    resume_path = checkpoint_paths(config.resume)[0] if config.resume else None
     output_dir = config.resolved_output_dir() or new_run_dir(config.output_root)
-    own_folder = resume_path is not None and is_own_folder(output_dir, resume_path)
     lr = config.resolved_lr(world)
-    if config.lr is None and rank == 0:
+    if config.lr is None and dist_util.get_rank() == 0:
         log.info("lr %.3g = blr %.3g x batch_size %d x %d processes / 256", lr, config.blr, config.batch_size, world)
-    config = replace(config, output_dir=str(output_dir), lr=lr)
-    config_text = run_config_text(model_section, config_path.parent, config.recipe())
-    if not own_folder:
-        check_new_run_folder(output_dir, config_text)
-    folder = RunFolder(output_dir)
+    if config.resume and config.weights_init and dist_util.get_rank() == 0:
+        log.info("--resume takes precedence: weights_init %s is not used", config.weights_init)
+    weights_init = None if config.resume else config.weights_init
+    return replace(config, output_dir=str(output_dir), lr=lr, weights_init=weights_init)
+
+
+def open_outputs(config: TrainConfig, model_section: dict, folder: RunFolder, resumed: Resumed | None,
+                 start_epoch: int) -> MetricsLog:
+    """The run's first writes, once everything is checked: the folder taken (see RunFolder.start_writing),
+    config.yaml and args.yaml, the W&B run and the metrics log. A run with no epoch left to train (a
+    finished run resumed) writes nothing of its own: not its config again, not an empty TensorBoard log or
+    W&B run (fit says "nothing to do"); in its own folder it only completes what an interrupted save left
+    undone."""
+    writes = start_epoch < config.epochs
+    wandb_run = _start_wandb(config, folder.folder) if writes else None
+    if dist_util.get_rank() == 0 and (writes or folder.own):
+        folder.start_writing(resumed)
+        if writes:
+            write_run_config(folder.folder, model_section, Path(config.config).parent, config.recipe(),
+                             config.as_dict())
+    dist_util.barrier()
+    return MetricsLog(folder.folder, enabled=dist_util.get_rank() == 0 and writes, tensorboard_dir=config.log_dir,
+                      wandb_run=wandb_run)
+
+
+def setup(config: TrainConfig) -> TrainingRun:
+    """Everything a run needs, checked before anything is written (bad input raises ValueError or
+    OSError naming it), in the processes started (see `train`). Process 0 holds the run folder's lock
+    until `TrainingRun.close`."""
+    config.validate()
+    place = placement(config.device)
+    model_section, config_path = config.model_section()
+    config = run_config(config, place.world)
+    folder, resumed = claim_run_folder(config, run_config_text(model_section, config_path.parent, config.recipe()))
     try:
-        if own_folder and rank == 0:
-            folder.lock()  # before reading the checkpoint: another resume of this folder may be writing it
-        return _setup(config, rank, world, device, config_path, model_section, config_text, own_folder, folder)
+        model = build_model(config, model_section, resumed, place)
+        sampler, loader = build_data(config, model, place)
+        evaluator = inline_evaluator(config, model, place)
+        opt = build_optimization(config, model, place.device)
+        start_epoch = config.start_epoch if resumed is None else restore_state(resumed, opt)
+        module = wrap_for_training(model, place.device, place.world > 1, config.compile)
+        metrics = open_outputs(config, model_section, folder, resumed, start_epoch)
     except BaseException:
         folder.release()
         raise
-
-
-def _setup(config: TrainConfig, rank: int, world: int, device, config_path: Path, model_section: dict,
-           config_text: str, own_folder: bool, folder: RunFolder) -> TrainingRun:
-    output_dir = folder.folder
-    ckpt = None
-    if config.resume:
-        ckpt, ckpt_path = load_training_checkpoint(config.resume, resume=True)
-        if own_folder:
-            check_resume_point(output_dir, ckpt_path, ckpt["epoch"])
-        if config.weights_init and rank == 0:
-            log.info("--resume takes precedence: weights_init %s is not used", config.weights_init)
-        config = replace(config, weights_init=None)
-    torch.manual_seed(config.seed)  # the initial weights
-    model = build_generator(model_section, config_path.parent, source=str(config_path),
-                            load_autoencoder_weights=not (config.resume or config.weights_init))
-    if config.weights_init:
-        init, init_path = load_training_checkpoint(config.weights_init)
-        remapped = init_weights_from(model, init["model"], init_path)
-        if remapped and rank == 0:
-            log.info("weights_init %s: %s copied for the scales both models have", init_path, ", ".join(remapped))
-    if ckpt is not None:
-        load_state_dict_strict(model, ckpt["model"], str(ckpt_path))
-
-    num_classes = model.config.num_classes if model.config.class_cond else None
-    if config.use_cache:
-        spec = cache_spec(model)
-        if not config.cache_path:
-            _check_data_path(config)
-        dataset = TokenCacheDataset(_cache_dir(config, spec), spec, num_classes)
-    else:
-        _check_data_path(config)
-        kind = config.resolved_dataset()
-        dataset = TenCropImageFolder(image_root(config.data_path, kind), model.config.img_size, num_classes, kind)
-        dataset.check_decodable()
-    # Of the ten crops the first five are unmirrored (training/data.py), so five means "no mirroring".
-    sampler = CropSampler(len(dataset), NUM_CROPS if config.mirrored_crops else NUM_CROPS // 2, config.seed, rank,
-                          world)
-    loader = DataLoader(dataset, batch_sampler=BatchSampler(sampler, config.batch_size, drop_last=True),
-                        num_workers=config.num_workers, pin_memory=config.pin_mem and device.type == "cuda",
-                        collate_fn=collate_skipping)
-    if len(loader) == 0:
-        raise ValueError(f"{len(dataset)} training images give no full batch of {config.batch_size} per process "
-                         f"({world} processes): lower --batch_size")
-    settings = SampleSettings(config.cfg[0], config.cfg_start_step, config.steps_per_scale, config.temperature,
-                              config.seed, config.eval_batch_size or config.batch_size)
-    if config.eval_freq:  # the inline samples' settings against the model, before the first epoch
-        for cfg in config.cfg:
-            plan_for(replace(settings, cfg=cfg).sample_config(num_classes), model)
-    evaluator = InlineEvaluator(output_dir, settings, config.eval_num_samples, config.eval_grid_samples,
-                                inline_reference(config, model.config.img_size), config.eval_inception_weights, rank,
-                                world, guidance=tuple(config.cfg), samples_dir=config.samples_output_dir,
-                                keep_samples=bool(config.keep_samples), samples_only=config.samples_only)
-
-    place_model(model, device, encoder_on_device=not config.use_cache)
-    model.train()
-    model.llama.grad_checkpointing = config.grad_checkpointing
-    ema = EMA(model, config.ema_rate) if config.ema else None
-    optimizer = build_optimizer(model, config.lr, config.weight_decay, config.betas, device, config.optimizer)
-    amp_dtype = amp_dtype_for(config.precision, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    start_epoch = config.start_epoch
-    if ckpt is not None:
-        try:
-            optimizer.load_state_dict(ckpt["optimizer"])
-        except (ValueError, KeyError) as e:
-            raise ValueError(f"{ckpt_path}: its optimizer state does not fit this run's optimizer ({e})") from None
-        if ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        if ema is not None:
-            if ckpt.get("model_ema") is not None:
-                ema.load_state_dict(ckpt["model_ema"], f"{ckpt_path}: model_ema")
-            else:
-                log.warning("%s has no model_ema: the EMA restarts from the current weights", ckpt_path)
-        start_epoch = ckpt["epoch"] + 1
-    options = StepOptions(config.grad_accum_steps, config.clip_grad, amp_dtype, config.compile)
-    module = wrap_for_training(model, device, world > 1, options.compile)
-    schedule = LRSchedule.of(config)
-
-    # A run with no epoch left to train (a finished run resumed) writes nothing of its own: not its config
-    # again, not an empty TensorBoard log or W&B run (fit says "nothing to do"); in its own folder it only
-    # completes what an interrupted save left undone.
-    writes = start_epoch < config.epochs
-    wandb_run = _start_wandb(config, output_dir) if writes else None
-    if rank == 0 and (writes or own_folder):
-        # The first write. A new folder is claimed now, and checked again under its lock: another run may
-        # have started there since the first check.
-        folder.lock()
-        if not own_folder:
-            check_new_run_folder(output_dir, config_text)
-        remove_leftovers(output_dir)
-        if ckpt is not None and own_folder and os.path.samefile(ckpt_path, output_dir / LAST):
-            restore_kept_checkpoint(output_dir, ckpt)
-        if writes:
-            write_run_config(output_dir, model_section, config_path.parent, config.recipe(), config.as_dict())
-    dist_util.barrier()
-    metrics = MetricsLog(output_dir, enabled=rank == 0 and writes, tensorboard_dir=config.log_dir,
-                         wandb_run=wandb_run)
-    return TrainingRun(config, output_dir, device, rank, world, model, module, optimizer, scaler, ema, schedule,
-                       options, sampler, loader, evaluator, metrics, folder, start_epoch,
-                       start_epoch - 1 if ckpt is not None else None)
+    return TrainingRun(config, folder.folder, place.device, place.rank, place.world, model, module, opt.optimizer,
+                       opt.scaler, opt.ema, opt.schedule, opt.step_options, sampler, loader, evaluator, metrics,
+                       folder, start_epoch, None if resumed is None else start_epoch - 1)
 
 
 def _start_wandb(config: TrainConfig, output_dir: Path):
@@ -599,26 +430,20 @@ def fit(run: TrainingRun) -> Path:
     return run.output_dir
 
 
-def prepare(config: TrainConfig) -> TrainingRun | None:
-    """`setup(config)`, after making (or finishing) the token cache when `create_cache` asks for it;
-    None when it asks for the cache alone (no `use_cache`)."""
-    if config.create_cache:
-        log.info("token cache ready: %s", create_cache(config))
-        if not config.use_cache:
-            return None
-    return setup(config)
-
-
-def train(config: TrainConfig) -> Path | None:
-    """The whole run (see `prepare` for the token cache). Returns the output folder, or None when only
-    the token cache was asked for."""
-    _, _, _, owns = start_processes(config.device)
-    run = None
-    try:
-        run = prepare(config)
-        return None if run is None else fit(run)
-    finally:
-        if run is not None:
+def train(config: TrainConfig, on_start: Callable[[TrainingRun], None] | None = None) -> Path | None:
+    """The whole run, in the processes torchrun launched (joined here, the one place, and parted after):
+    the token cache first when `create_cache` asks for it (asked alone, without `use_cache`: returns None),
+    then `setup` and `fit`; returns the output folder. `on_start(run)` is called once the run is set up
+    (main.py's Ctrl-C line names its folder)."""
+    with start_processes(config.device):
+        if config.create_cache:
+            log.info("token cache ready: %s", create_cache(config))
+            if not config.use_cache:
+                return None
+        run = setup(config)
+        try:
+            if on_start is not None:
+                on_start(run)
+            return fit(run)
+        finally:
             run.close()
-        if owns:
-            dist_util.cleanup()

@@ -13,12 +13,16 @@ import logging
 import os
 import re
 from contextlib import ExitStack
+from datetime import datetime
 from pathlib import Path
 
-from common.checkpoints import load_checkpoint_file
-from common.files import atomic_copy, remove_temporaries, run_lock
+from common.distributed import broadcast_object, get_rank
+from common.files import remove_temporaries, run_lock
 from common.folders import NAMES_SHOWN, check_is_folder, folder_contents, shown
-from training.checkpoint import LAST, epoch_checkpoint_name, kept_epoch
+from models.checkpoint import checkpoint_paths
+from training.checkpoint import (LAST, Resumed, check_resume_point, load_training_checkpoint,
+                                 restore_kept_checkpoint)
+from training.config import TrainConfig
 
 RUN_CONFIG = "config.yaml"
 CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+|last)\.pth$")
@@ -55,18 +59,6 @@ def is_own_folder(folder, checkpoint_path) -> bool:
     return folder.is_dir() and os.path.samefile(folder, Path(checkpoint_path).parent)
 
 
-def check_resume_point(folder, checkpoint_path, epoch: int):
-    """Resuming into its own folder continues from the folder's latest checkpoint only."""
-    last = Path(folder) / LAST
-    if not last.is_file() or os.path.samefile(last, checkpoint_path):
-        return
-    last_epoch = load_checkpoint_file(last, mmap=True).get("epoch")  # mmap: no weights read
-    if isinstance(last_epoch, int) and last_epoch > epoch:
-        raise ValueError(f"{checkpoint_path} is epoch {epoch} but {last} is epoch {last_epoch}: continuing from "
-                         f"it in {folder} would overwrite the epochs after {epoch}; pass a new --output_dir to "
-                         f"continue it there")
-
-
 def remove_leftovers(folder):
     """Removes the temporary files an interrupted run left in `folder` and below (only under its lock)."""
     removed = []
@@ -78,27 +70,59 @@ def remove_leftovers(folder):
     return removed
 
 
-def restore_kept_checkpoint(folder, checkpoint: dict):
-    """checkpoint-<epoch>.pth of the latest epoch when the run was to keep it but was stopped before it was
-    made (runs of earlier versions wrote it after checkpoint-last.pth)."""
-    folder = Path(folder)
-    args, epoch = checkpoint.get("args"), checkpoint.get("epoch")
-    epochs, save_freq = getattr(args, "epochs", None), getattr(args, "save_freq", None)
-    if not all(isinstance(v, int) and v > 0 for v in (epochs, save_freq)) or not isinstance(epoch, int):
-        return
-    kept = folder / epoch_checkpoint_name(epoch)
-    if kept_epoch(epoch, epochs, save_freq) and not kept.exists():
-        atomic_copy(folder / LAST, kept)
-        log.info("made %s, which the interrupted run did not", kept)
+def new_run_dir(output_root) -> Path:
+    """<output_root>/<yymmdd-HHMM>-<8 hex digits> (the published run id), drawn by process 0 and shared;
+    never an existing folder."""
+    path = None
+    if get_rank() == 0:
+        while path is None or path.exists():
+            path = Path(output_root) / f"{datetime.now():%y%m%d-%H%M}-{os.urandom(4).hex()}"
+    return Path(broadcast_object(str(path) if path else None))
+
+
+def claim_run_folder(config: TrainConfig, config_text: str) -> tuple["RunFolder", Resumed | None]:
+    """The run folder `config.output_dir`, checked for this run (`config_text`: its config.yaml), and the
+    checkpoint it resumes from (None for a new run). A resumed run's own folder is locked by process 0
+    before its checkpoint is read: another resume of this folder may be writing it."""
+    own = bool(config.resume) and is_own_folder(config.output_dir, checkpoint_paths(config.resume)[0])
+    if not own:
+        check_new_run_folder(config.output_dir, config_text)
+    folder = RunFolder(config.output_dir, own, config_text)
+    try:
+        if own and get_rank() == 0:
+            folder.lock()
+        if not config.resume:
+            return folder, None
+        resumed = Resumed(*load_training_checkpoint(config.resume, resume=True))
+        if own:
+            check_resume_point(folder.folder, resumed.path, resumed.state["epoch"])
+        return folder, resumed
+    except BaseException:
+        folder.release()
+        raise
 
 
 class RunFolder:
-    """The lock of a run folder, held from claiming it until `release`."""
+    """The lock of a run folder, held from claiming it until `release`. `own`: the folder of the run
+    resumed; `config_text`: this run's config.yaml."""
 
-    def __init__(self, folder):
+    def __init__(self, folder, own: bool, config_text: str):
         self.folder = Path(folder)
+        self.own = own
+        self.config_text = config_text
         self._stack = ExitStack()
         self.held = False
+
+    def start_writing(self, resumed: Resumed | None):
+        """Process 0's first write. A new folder is claimed now, and checked again under its lock: another
+        run may have started there since the first check. The partial files an interrupted run left are
+        removed, and the kept checkpoint it was stopped before making is made."""
+        self.lock()
+        if not self.own:
+            check_new_run_folder(self.folder, self.config_text)
+        remove_leftovers(self.folder)
+        if resumed is not None and self.own and os.path.samefile(resumed.path, self.folder / LAST):
+            restore_kept_checkpoint(self.folder, resumed.state)
 
     def lock(self):
         if not self.held:

@@ -26,9 +26,11 @@ from safetensors.torch import save as safetensors_bytes
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from training.data import CROP_MARGIN, NUM_CROPS, TenCropImageFolder, collate_all_crops
+from models.checkpoint import build_generator
+from training.config import TrainConfig
+from training.data import CROP_MARGIN, NUM_CROPS, TenCropImageFolder, check_data_path, collate_all_crops, image_root
 from common.folders import folder_contents, shown
-from common.distributed import barrier, broadcast_object
+from common.distributed import barrier, broadcast_object, placement
 from common.files import atomic_write_bytes, atomic_write_text, remove_temporaries, run_lock
 from common.json_files import read_json
 
@@ -82,6 +84,28 @@ def default_cache_dir(cached_path, data_path, spec: CacheSpec) -> Path:
     roots, with our cache format (which the published code's file name would not describe)."""
     name = f"token_cache_{spec.img_size}px_{'-'.join(map(str, spec.scale_sizes))}"
     return Path(cached_path) / dataset_cache_name(data_path) / "train" / name
+
+
+def cache_folder(config: TrainConfig, spec: CacheSpec) -> Path:
+    """The run's cache folder: cache_path, else the published layout under cached_path."""
+    if config.cache_path:
+        return Path(config.cache_path)
+    return default_cache_dir(config.cached_path, config.data_path, spec)
+
+
+def create_cache(config: TrainConfig) -> Path:
+    """Encode the training images into the token cache (or finish an interrupted one), on this process's
+    part of the images; returns its folder."""
+    rank, world, device = placement(config.device)
+    check_data_path(config.data_path)
+    model_section, config_path = config.model_section()
+    model = build_generator(model_section, config_path.parent, source=str(config_path))
+    model.autoenc.to(device)
+    spec = cache_spec(model)
+    dataset = config.resolved_dataset()
+    return create_token_cache(model, image_root(config.data_path, dataset), cache_folder(config, spec),
+                              config.cache_shard_size, config.cache_batch_size, config.num_workers, device, rank,
+                              world, progress=config.progress, dataset_kind=dataset)
 
 
 def shard_name(k: int) -> str:

@@ -26,7 +26,8 @@ from train_ae_codebook.training import AutoencoderRun
 from train_support import cached_tiny_config, digits_subset
 from training import checkpoint as training_checkpoint
 from training.config import TrainConfig
-from training.engine import create_cache, setup, train
+from training.engine import setup, train
+from training.token_cache import create_cache
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,8 @@ from train_support import REPO, digits_subset, tiny_config
 from common.config import aliases_of, coerce, kinds_of
 from common.lr_schedule import LRSchedule
 from training.config import TrainConfig
-from training.engine import build_optimizer, inline_reference, param_groups
+from training.engine import inline_reference
+from training.optimization import build_optimizer, param_groups
 
 
 # Every argument of the published main.py's get_args_parser with its published default (facts of the

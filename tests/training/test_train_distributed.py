@@ -5,13 +5,14 @@ from dataclasses import asdict
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from common.distributed import start_processes
 from train_support import FAST_ARGS, digits_subset, tiny_config
 from training.metrics_log import read_metrics
 from training.config import TrainConfig
-from training.engine import create_cache, fit, setup
+from training.engine import fit, setup
+from training.token_cache import create_cache
 
 WORLD = 2
 
@@ -20,14 +21,14 @@ def _worker(rank: int, port: int, config: dict, out):
     torch.set_num_threads(1)  # two processes share the two cores
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD),
                       LOCAL_RANK=str(rank))
-    run = setup(TrainConfig(**config))
-    trainable = [name for name, p in run.model.named_parameters() if p.requires_grad]
-    initial = {name: run.model.state_dict()[name].clone() for name in trainable}
-    fit(run)
-    final = {name: run.model.state_dict()[name].clone() for name in trainable}
-    torch.save({"initial": initial, "final": final, "items": len(run.sampler)}, out / f"rank{rank}.pt")
-    run.close()
-    dist.destroy_process_group()
+    with start_processes(config["device"]):
+        run = setup(TrainConfig(**config))
+        trainable = [name for name, p in run.model.named_parameters() if p.requires_grad]
+        initial = {name: run.model.state_dict()[name].clone() for name in trainable}
+        fit(run)
+        final = {name: run.model.state_dict()[name].clone() for name in trainable}
+        torch.save({"initial": initial, "final": final, "items": len(run.sampler)}, out / f"rank{rank}.pt")
+        run.close()
 
 
 def _free_port() -> int:

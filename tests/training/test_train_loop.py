@@ -17,8 +17,8 @@ from train_support import FAST_ARGS, REPO, cached_tiny_config, digits_subset, ti
 from training.metrics_log import read_metrics
 from training.config import TrainConfig
 from training import engine
-from training.engine import (GeneratorLoss, NonFiniteLossError, StepOptions, batch_tokens, setup,
-                               train, train_step)
+from training.engine import GeneratorLoss, NonFiniteLossError, batch_tokens, setup, train, train_step
+from training.optimization import StepOptions
 
 
 # Subprocesses use one thread: several threads on two shared cores can be many times slower.

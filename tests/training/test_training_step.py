@@ -9,7 +9,8 @@ from torch.utils._pytree import tree_leaves
 
 from models import build_generator, load_model
 from models.checkpoint import read_config
-from training.engine import GeneratorLoss, StepOptions, build_optimizer, train_step
+from training.engine import GeneratorLoss, train_step
+from training.optimization import StepOptions, build_optimizer
 
 aten = torch.ops.aten
 HOST_READS = {torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.cpu, torch.Tensor.numpy}
