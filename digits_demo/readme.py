@@ -8,7 +8,7 @@ from pathlib import Path
 
 from common.files import atomic_write_bytes, atomic_write_text
 from common.json_files import read_json
-from evaluation import sweep_results as sr
+from sweep import results as sr
 
 from .study import STUDY_REPORT, SWEEP_DIR, generator_label, study_table, training_table
 

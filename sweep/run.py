@@ -35,10 +35,10 @@ import torch._dynamo  # noqa: E402, F401
 from common.distributed import agree, get_rank, resolve_device
 from common.files import run_lock
 from evaluation import evaluate_samples, load_features, metric_key, open_batch, reference_statistics
-from evaluation import sweep_results as sr
 from common.content_hash import content_hash
 from models.sampler import Sampler
 from sampling.run import load_for_sampling, sample
+from sweep import results as sr
 from sweep.config import SweepConfig
 from sweep.folder import SweepFolder
 from sweep.points import Point, inspect_checkpoint, make_point

@@ -15,8 +15,8 @@ import pytest
 import main_sweep
 from conftest import REPO
 from evaluation import load_features, statistics
-from evaluation import sweep_results as sr
 from standin_inception import build_standin_graph, standin_features
+from sweep import results as sr
 from sweep import run as sweep_run
 from sweep.config import SweepConfig
 from sweep.grid import cfg_values, steps_settings

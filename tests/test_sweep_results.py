@@ -1,4 +1,4 @@
-"""evaluation/sweep_results.py on hand-made rows: the 2% rule, the best-guidance table, the results
+"""sweep/results.py on hand-made rows: the 2% rule, the best-guidance table, the results
 files and the plots."""
 import csv
 import json
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from evaluation import sweep_results as sr
+from sweep import results as sr
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
