@@ -40,6 +40,7 @@ from sweep import results as sr
 from sweep.config import SweepConfig
 from sweep.folder import SweepFolder
 from sweep.grid import steps_settings
+from sweep.report import BEST_MD, BY_STEPS_PER_SCALE, BY_TOTAL_STEPS, FID_VS_IS
 from sweep.run import run_sweep
 from training.checkpoint import LAST
 
@@ -224,8 +225,8 @@ def _run_study_stages(config: DemoConfig, out: Path, run: dict) -> dict:
         "reused_stages": stages.reused,
         "seconds_this_run": time.perf_counter() - total_start,
         "run": run,
-        "files": {name: str(sweep_dir / name) for name in (sr.RESULTS_CSV, sr.RESULTS_JSON, sr.BEST_MD,
-                                                            sr.FID_VS_IS, sr.BY_STEPS_PER_SCALE, sr.BY_TOTAL_STEPS)},
+        "files": {name: str(sweep_dir / name) for name in (sr.RESULTS_CSV, sr.RESULTS_JSON, BEST_MD,
+                                                            FID_VS_IS, BY_STEPS_PER_SCALE, BY_TOTAL_STEPS)},
     }
     atomic_write_text(out / STUDY_REPORT, json.dumps(report, indent=1))
     return report
