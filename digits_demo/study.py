@@ -31,8 +31,8 @@ import torch
 from common import npz
 from common.files import atomic_write_text
 from evaluation import evaluate_samples, metric_key, reference_statistics
+from evaluation.digits_features import IMAGE_SIZE as DIGITS_IMAGE_SIZE
 from evaluation.digits_features import DigitsRecipe, train_digits_features, write_digits_reference
-from evaluation.features import DIGITS_IMAGE_SIZE
 from models import load_model
 from models.checkerboard import scale_ratio_from_config
 from models.checkpoint import build_generator, load_checkpoint_file, read_config
