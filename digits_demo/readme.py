@@ -8,7 +8,8 @@ from pathlib import Path
 
 from common.files import atomic_write_bytes, atomic_write_text
 from common.json_files import read_json
-from evaluation import sweep_results as sr
+from sweep import results as sr
+from sweep.report import BY_STEPS_PER_SCALE, BY_TOTAL_STEPS, FID_VS_IS
 
 from .study import STUDY_REPORT, SWEEP_DIR, generator_label, study_table, training_table
 
@@ -21,8 +22,8 @@ STUDY_BEGIN = ("<!-- study numbers: written by `python demo.py --study --update_
 STUDY_END = "<!-- end of study numbers -->"
 STUDY_REPORT_COPY = Path("docs") / "study_report.json"
 # The study's files in docs/: its results and plots, under names that say they are the study's
-STUDY_COPIES = {sr.RESULTS_CSV: "study_results.csv", sr.FID_VS_IS: "study_fid_vs_is.png",
-                sr.BY_STEPS_PER_SCALE: "study_by_steps_per_scale.png", sr.BY_TOTAL_STEPS: "study_by_total_steps.png"}
+STUDY_COPIES = {sr.RESULTS_CSV: "study_results.csv", FID_VS_IS: "study_fid_vs_is.png",
+                BY_STEPS_PER_SCALE: "study_by_steps_per_scale.png", BY_TOTAL_STEPS: "study_by_total_steps.png"}
 
 
 def _duration(seconds: float) -> str:

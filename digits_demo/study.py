@@ -31,15 +31,16 @@ import torch
 from common import npz
 from common.files import atomic_write_text
 from evaluation import evaluate_samples, metric_key, reference_statistics
-from evaluation import sweep_results as sr
+from evaluation.digits_features import IMAGE_SIZE as DIGITS_IMAGE_SIZE
 from evaluation.digits_features import DigitsRecipe, train_digits_features, write_digits_reference
-from evaluation.features import DIGITS_IMAGE_SIZE
 from models import load_model
 from models.checkerboard import scale_ratio_from_config
 from models.checkpoint import build_generator, load_checkpoint_file, read_config
+from sweep import results as sr
 from sweep.config import SweepConfig
 from sweep.folder import SweepFolder
 from sweep.grid import steps_settings
+from sweep.report import BEST_MD, BY_STEPS_PER_SCALE, BY_TOTAL_STEPS, FID_VS_IS
 from sweep.run import run_sweep
 from training.checkpoint import LAST
 
@@ -189,9 +190,8 @@ def _run_study_stages(config: DemoConfig, out: Path, run: dict) -> dict:
         "reused_stages": stages.reused,
         "seconds_this_run": time.perf_counter() - total_start,
         "run": run,
-        "files": {name: str(out / SWEEP_DIR / name) for name in (sr.RESULTS_CSV, sr.RESULTS_JSON, sr.BEST_MD,
-                                                                  sr.FID_VS_IS, sr.BY_STEPS_PER_SCALE,
-                                                                  sr.BY_TOTAL_STEPS)},
+        "files": {name: str(out / SWEEP_DIR / name) for name in (sr.RESULTS_CSV, sr.RESULTS_JSON, BEST_MD,
+                                                                  FID_VS_IS, BY_STEPS_PER_SCALE, BY_TOTAL_STEPS)},
     }
     atomic_write_text(out / STUDY_REPORT, json.dumps(report, indent=1))
     return report

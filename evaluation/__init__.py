@@ -9,7 +9,6 @@
     features.py         the choice of network and the names of its metrics
     reference.py        a batch's features, statistics files, reference statistics cached by content
     evaluate.py         the metrics of a sample batch against a reference
-    sweep_results.py    rows of a guidance sweep: results files, best guidance, the 2% rule, plots
 
 Importing the package loads neither TensorFlow nor torch.
 """

@@ -26,9 +26,8 @@ from torch import nn
 from common.digits import write_digits_imagefolder
 from common.files import atomic_write
 from common.images import list_images, load_rgb_array
-from evaluation.features import DIGITS_IMAGE_SIZE as IMAGE_SIZE
-from evaluation.features import check_image_shape
 
+IMAGE_SIZE = 32  # demo.py's default digit size: the network reads its images as they are
 NUM_CLASSES = 10
 SPATIAL_CHANNELS = 4  # of the second block's 8x8 map: 256 values for sFID (ADM keeps 7 Inception channels)
 WHITE = 1.0  # the background in the network's input range [-1, 1]
@@ -72,6 +71,12 @@ class DigitsClassifier(nn.Module):
         x = F.max_pool2d(F.relu(self.conv3(spatial)), 2)  # (B, 4W, 4, 4)
         pool = self.penultimate(x.flatten(1))  # (B, F)
         return self.head(F.relu(pool)), pool, spatial
+
+
+def check_image_shape(shape: tuple):
+    if tuple(shape) != (IMAGE_SIZE, IMAGE_SIZE):
+        raise ValueError(f"the digits feature network reads {IMAGE_SIZE}x{IMAGE_SIZE} images "
+                         f"(demo.py's default size), got {shape[0]}x{shape[1]}")
 
 
 def to_input(images: np.ndarray) -> torch.Tensor:
@@ -143,7 +148,7 @@ class DigitsFeatures:
         self.identity = f"digits-{hashlib.sha256(weights).hexdigest()[:16]}"
 
     def check_image_shape(self, shape):
-        check_image_shape(self.name, shape)
+        check_image_shape(shape)
 
     @torch.no_grad()
     def _forward(self, images):

@@ -16,7 +16,6 @@ from typing import Iterable, Protocol
 import numpy as np
 
 FEATURES = ("inception", "digits")
-DIGITS_IMAGE_SIZE = 32  # demo.py's default digit size: the digits network reads its images as they are
 MEASURES = ("is", "fid", "sfid", "precision", "recall")  # in the order of ADM's output
 
 _KEYS = {
@@ -76,9 +75,10 @@ def label_of_key(key: str) -> str:
 def check_image_shape(features: str, shape: tuple):
     """What a network reads, known before it is loaded (the digits network trains for seconds)."""
     _check(features)
-    if features == "digits" and tuple(shape) != (DIGITS_IMAGE_SIZE, DIGITS_IMAGE_SIZE):
-        raise ValueError(f"the digits feature network reads {DIGITS_IMAGE_SIZE}x{DIGITS_IMAGE_SIZE} images "
-                         f"(demo.py's default size), got {shape[0]}x{shape[1]}")
+    if features == "digits":
+        from evaluation.digits_features import check_image_shape as check_digits_shape  # torch: only when asked for
+
+        check_digits_shape(shape)
 
 
 def load_features(features: str, inception_graph=None) -> FeatureNetwork:

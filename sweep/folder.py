@@ -3,7 +3,7 @@
     sweep.json              the settings every point shares, the models with their checkpoints'
                             SHA-256, and each grid asked for (appended when a command asks for another)
     results.json/.csv, best_guidance.md/.csv, fid_vs_is.png, by_steps_per_scale.png, by_total_steps.png
-                            evaluation/sweep_results.py's files, rewritten after every point
+                            sweep/results.py's and sweep/report.py's files, rewritten after every point
     reference_cache/        the reference's statistics, by its content and the feature network
     points/<model>/<point>/ each point's sampling run (sampling/folder.py)
 
@@ -22,13 +22,14 @@ from pathlib import Path
 
 from common.files import atomic_write_text, remove_temporaries
 from common.json_files import read_json
-from evaluation import sweep_results as sr
+from sweep import report
+from sweep import results as sr
 from sweep.points import POINTS_DIR, model_label
 
 RECORD_NAME = "sweep.json"
 REFERENCE_CACHE = "reference_cache"
-OWN_NAMES = (sr.RESULTS_JSON, sr.RESULTS_CSV, sr.BEST_MD, sr.BEST_CSV, sr.FID_VS_IS, sr.BY_STEPS_PER_SCALE,
-             sr.BY_TOTAL_STEPS, REFERENCE_CACHE, POINTS_DIR)
+OWN_NAMES = (sr.RESULTS_JSON, sr.RESULTS_CSV, report.BEST_MD, report.BEST_CSV, report.FID_VS_IS,
+             report.BY_STEPS_PER_SCALE, report.BY_TOTAL_STEPS, REFERENCE_CACHE, POINTS_DIR)
 
 
 class SweepFolder:

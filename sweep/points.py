@@ -1,5 +1,5 @@
 """The models a sweep samples and its points: each checkpoint read without its weights (its scales and
-classes, for the checks), and each point's columns (evaluation/sweep_results.py's RUN_COLUMNS) and folder.
+classes, for the checks), and each point's columns (sweep/results.py's RUN_COLUMNS) and folder.
 
 A point is (model, steps per scale, guidance weight, sample count). Its row names the model by the
 path it was first given to the sweep, its `ratio` by the model config (`single` for a single-scale

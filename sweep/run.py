@@ -35,10 +35,11 @@ import torch._dynamo  # noqa: E402, F401
 from common.distributed import agree, get_rank, resolve_device
 from common.files import run_lock
 from evaluation import evaluate_samples, load_features, metric_key, open_batch, reference_statistics
-from evaluation import sweep_results as sr
 from common.content_hash import content_hash
 from models.sampler import Sampler
 from sampling.run import load_for_sampling, sample
+from sweep import report
+from sweep import results as sr
 from sweep.config import SweepConfig
 from sweep.folder import SweepFolder
 from sweep.points import Point, inspect_checkpoint, make_point
@@ -176,7 +177,7 @@ def _run_points(stage: str, config: SweepConfig, points, folder: SweepFolder, st
             row = {**point.columns(config), **metrics, "seconds": round(time.perf_counter() - start, 2),
                    "samples": str(point_dir.relative_to(folder.path))}
             state["rows"] = sr.append_row(folder.path, row, config.features)
-            sr.write_report(folder.path, state["rows"], config.features)
+            report.write_report(folder.path, state["rows"], config.features)
             if not config.keep_samples:
                 samples.samples_npz.unlink()
             fid = metric_key(config.features, "fid")

@@ -4,8 +4,8 @@
     python tools/code_report.py --trace main.py --config c.yaml --data_path d --output_dir o
                                                    # also: the project modules a real run calls into
 
-The static part reads the tree with `ast` (module-level and function-level imports both count: a cycle
-through a function-level import is still a cycle a reader has to hold in mind). The trace runs a script
+The static part reads the tree with `ast` (tools/import_graph.py: module-level and function-level imports
+both count). The trace runs a script
 in this process under `sys.setprofile` and records each call that goes from one project module into
 another, which is what a reader follows when stepping through a run.
 """
@@ -18,84 +18,10 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from import_graph import find_cycles, import_graph, project_modules
+
 REPO = Path(__file__).resolve().parents[1]
-SKIPPED_PARTS = {"tests", "tools", ".git", "build", "outputs", "pretrained_models"}
 SCRIPTS = ("main.py", "main_sample.py", "main_sweep.py", "evaluator.py", "demo.py", "app.py")
-
-
-def project_files(root: Path) -> dict[str, Path]:
-    """Module name -> file, for the repository's own code (not tests or tools)."""
-    modules = {}
-    for path in sorted(root.rglob("*.py")):
-        rel = path.relative_to(root)
-        if SKIPPED_PARTS & set(rel.parts) or any(p.startswith(".") or p.endswith(".egg-info") for p in rel.parts):
-            continue
-        parts = list(rel.with_suffix("").parts)
-        if parts[-1] == "__init__":
-            parts = parts[:-1]
-        modules[".".join(parts)] = path
-    return modules
-
-
-def imported_modules(path: Path, name: str, modules: dict) -> set[str]:
-    """The project modules `path` imports anywhere in its body."""
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            candidates = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")[: len(package.split(".")) - node.level + 1] if package else []
-                base = ".".join([*anchor, base] if base else anchor)
-            candidates = [base] + [f"{base}.{alias.name}" for alias in node.names]
-        else:
-            continue
-        for candidate in candidates:
-            # `import a.b.c` also runs a and a.b: the innermost project module named is the one used
-            while candidate and candidate not in modules:
-                candidate = candidate.rpartition(".")[0]
-            if candidate and candidate != name:
-                found.add(candidate)
-    return found
-
-
-def import_graph(root: Path) -> dict[str, set[str]]:
-    modules = project_files(root)
-    return {name: imported_modules(path, name, modules) for name, path in modules.items()}
-
-
-def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """Strongly connected components with more than one module (Tarjan), each sorted."""
-    index, low, stack, on_stack, found = {}, {}, [], set(), []
-
-    def visit(node):
-        index[node] = low[node] = len(index)
-        stack.append(node)
-        on_stack.add(node)
-        for nxt in graph.get(node, ()):
-            if nxt not in index:
-                visit(nxt)
-                low[node] = min(low[node], low[nxt])
-            elif nxt in on_stack:
-                low[node] = min(low[node], index[nxt])
-        if low[node] == index[node]:
-            component = []
-            while True:
-                member = stack.pop()
-                on_stack.discard(member)
-                component.append(member)
-                if member == node:
-                    break
-            if len(component) > 1:
-                found.append(sorted(component))
-
-    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10 * len(graph)))
-    for node in sorted(graph):
-        if node not in index:
-            visit(node)
-    return sorted(found)
 
 
 def closure(graph: dict[str, set[str]], start: str) -> list[str]:
@@ -110,7 +36,7 @@ def closure(graph: dict[str, set[str]], start: str) -> list[str]:
 
 def longest_functions(root: Path, count: int) -> list[dict]:
     rows = []
-    for name, path in project_files(root).items():
+    for name, path in project_modules(root).items():
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 rows.append({"lines": node.end_lineno - node.lineno + 1, "function": node.name,
@@ -121,7 +47,7 @@ def longest_functions(root: Path, count: int) -> list[dict]:
 def trace_run(root: Path, argv: list[str]) -> dict:
     """Run the script argv[0] with argv[1:] here and record the project modules it calls
     into (in the order first called) and the distinct caller -> callee module pairs."""
-    files = {str(path.resolve()): name for name, path in project_files(root).items()}
+    files = {str(path.resolve()): name for name, path in project_modules(root).items()}
     entered, edges = [], defaultdict(int)
 
     def profile(frame, event, _arg):
@@ -158,18 +84,20 @@ def trace_run(root: Path, argv: list[str]) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--root", type=Path, default=REPO, help="the checkout to measure (default: this one)")
     parser.add_argument("--longest", type=int, default=10, help="how many of the longest functions to list")
     parser.add_argument("--trace", nargs=argparse.REMAINDER, help="a script and its arguments to run and trace")
     args = parser.parse_args()
-    graph = import_graph(REPO)
+    root = args.root.resolve()
+    graph = import_graph(root)
     report = {
-        "import_cycles": cycles(graph),
-        "longest_functions": longest_functions(REPO, args.longest),
+        "import_cycles": find_cycles(graph),
+        "longest_functions": longest_functions(root, args.longest),
         "imports_of_scripts": {script: closure(graph, script[:-3]) for script in SCRIPTS
-                               if (REPO / script).is_file()},
+                               if (root / script).is_file()},
     }
     if args.trace:
-        report["trace"] = trace_run(REPO, args.trace)
+        report["trace"] = trace_run(root, args.trace)
     json.dump(report, sys.stdout, indent=1)
     print()
 

@@ -202,7 +202,7 @@ def study_run(demo_run):
 
 
 def test_the_study_sweeps_every_generator(study_run):
-    from evaluation import sweep_results as sr
+    from sweep import results as sr
 
     out, _ = study_run
     report = json.loads((out / "study_report.json").read_text())

@@ -15,16 +15,17 @@ import pytest
 import main_sweep
 from conftest import REPO
 from evaluation import load_features, statistics
-from evaluation import sweep_results as sr
 from standin_inception import build_standin_graph, standin_features
+from sweep import report
+from sweep import results as sr
 from sweep import run as sweep_run
 from sweep.config import SweepConfig
 from sweep.grid import cfg_values, steps_settings
 from sweep.run import run_sweep
 
 PNG = b"\x89PNG\r\n\x1a\n"
-REPORT_FILES = (sr.RESULTS_JSON, sr.RESULTS_CSV, sr.BEST_MD, sr.BEST_CSV, sr.FID_VS_IS, sr.BY_STEPS_PER_SCALE,
-                sr.BY_TOTAL_STEPS)
+REPORT_FILES = (sr.RESULTS_JSON, sr.RESULTS_CSV, report.BEST_MD, report.BEST_CSV, report.FID_VS_IS,
+                report.BY_STEPS_PER_SCALE, report.BY_TOTAL_STEPS)
 
 
 # ---------------------------------------------------------------- the grid from its text
@@ -113,9 +114,9 @@ def test_a_sweep_writes_a_row_per_point_and_the_report(standin, finished):
         assert f.readline().strip().split(",")[:len(sr.RUN_COLUMNS)] == list(sr.RUN_COLUMNS)
     for name in REPORT_FILES:
         assert (out / name).is_file(), name
-    for name in (sr.FID_VS_IS, sr.BY_STEPS_PER_SCALE, sr.BY_TOTAL_STEPS):
+    for name in (report.FID_VS_IS, report.BY_STEPS_PER_SCALE, report.BY_TOTAL_STEPS):
         assert (out / name).read_bytes()[:8] == PNG
-    assert "Best guidance per setting (lowest FID" in (out / sr.BEST_MD).read_text()
+    assert "Best guidance per setting (lowest FID" in (out / report.BEST_MD).read_text()
 
 
 def test_confirm_draws_each_setting_s_best_guidance_again(finished):

@@ -1,4 +1,4 @@
-"""evaluation/sweep_results.py on hand-made rows: the 2% rule, the best-guidance table, the results
+"""sweep/results.py and sweep/report.py on hand-made rows: the 2% rule, the best-guidance table, the results
 files and the plots."""
 import csv
 import json
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from evaluation import sweep_results as sr
+from sweep import report
+from sweep import results as sr
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -108,7 +109,7 @@ def _is_png(path):
 def test_report_writes_the_table_and_the_plots(tmp_path, features):
     rows = [run(r["cfg"], r["fid"], r["inception_score"], r["checkpoint"], r["ratio"], r["steps_per_scale"],
                 r["total_steps"], features=features) for r in hand_made_rows()]
-    paths = sr.write_report(tmp_path, rows, features)
+    paths = report.write_report(tmp_path, rows, features)
     assert sorted(p.name for p in paths) == sorted(["best_guidance.md", "best_guidance.csv", "fid_vs_is.png",
                                                     "by_steps_per_scale.png", "by_total_steps.png"])
     for name in ("fid_vs_is.png", "by_steps_per_scale.png", "by_total_steps.png"):
@@ -126,13 +127,13 @@ def test_report_writes_the_table_and_the_plots(tmp_path, features):
         table = list(csv.DictReader(f))
     key = "digits_is" if features == "digits" else "inception_score"
     assert float(table[0][f"{key}_near_best_mean"]) == 230 and table[0]["near_best_cfgs"] == "1.5,2"
-    assert sr.write_report(tmp_path / "none", [], features) == []
+    assert report.write_report(tmp_path / "none", [], features) == []
 
 
 def test_plots_change_with_the_numbers(tmp_path):
     rows = hand_made_rows()
-    sr.plot_by_steps(rows, tmp_path / "a.png", "inception")
+    report.plot_by_steps(rows, tmp_path / "a.png", "inception")
     rows[1]["inception_score"] = 150  # the near-best IS of the first setting moves
-    sr.plot_by_steps(rows, tmp_path / "b.png", "inception")
+    report.plot_by_steps(rows, tmp_path / "b.png", "inception")
     a, b = (np.asarray(Image.open(tmp_path / n).convert("RGB")) for n in ("a.png", "b.png"))
     assert a.shape == b.shape and (a != b).any()
