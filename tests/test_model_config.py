@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from models import GeneratorConfig, build_generator, load_model
-from models.checkpoint import read_config
+from models.checkpoint_format import read_config
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))

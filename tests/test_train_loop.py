@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from models import load_model
-from models.checkpoint import load_checkpoint_file
+from models.checkpoint_format import load_checkpoint_file
 from train_support import FAST_ARGS, REPO, cached_tiny_config, digits_subset, tiny_config
 from training.metrics_log import read_metrics
 from training.config import TrainConfig

@@ -8,7 +8,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from models import build_generator, load_model
-from models.checkpoint import read_config
+from models.checkpoint_format import read_config
 from training.engine import GeneratorLoss, StepOptions, build_optimizer, train_step
 
 aten = torch.ops.aten

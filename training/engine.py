@@ -20,12 +20,12 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import BatchSampler, DataLoader
 from tqdm.auto import tqdm
 
-from models.autoencoder import load_state_dict_strict
-from models.checkpoint import build_generator, checkpoint_paths, read_config
+from models.checkpoint import build_generator, checkpoint_paths
+from models.checkpoint_format import LAST, load_state_dict_strict, read_config
 from models.generator import CheckerboardGenerator
 from common import distributed as dist_util
 from common.folders import check_is_folder
-from training.checkpoint import (LAST, init_weights_from, kept_epoch, load_training_checkpoint, run_config_text,
+from training.checkpoint import (init_weights_from, kept_epoch, load_training_checkpoint, run_config_text,
                                  save_training_checkpoint, training_state, write_run_config)
 from training.data import NUM_CROPS, Batch, CropSampler, TenCropImageFolder, collate_skipping, epoch_seed, image_root
 from training.ema import EMA

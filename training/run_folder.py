@@ -11,17 +11,14 @@ writer's temporary files look the same, and only the lock tells them apart.
 """
 import logging
 import os
-import re
 from contextlib import ExitStack
 from pathlib import Path
 
-from common.checkpoints import load_checkpoint_file
 from common.files import atomic_copy, remove_temporaries, run_lock
 from common.folders import NAMES_SHOWN, check_is_folder, folder_contents, shown
-from training.checkpoint import LAST, epoch_checkpoint_name, kept_epoch
+from models.checkpoint_format import CHECKPOINT_NAME, CONFIG, LAST, epoch_checkpoint_name, load_checkpoint_file
+from training.checkpoint import kept_epoch
 
-RUN_CONFIG = "config.yaml"
-CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+|last)\.pth$")
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +34,14 @@ def check_new_run_folder(folder, config_text: str):
                          f"--output_dir")
     if not names or (_same_run(folder, config_text) and not any(CHECKPOINT_NAME.match(n) for n in names)):
         return
-    whose = " (its config.yaml is another run's)" if RUN_CONFIG in names else ""
+    whose = " (its config.yaml is another run's)" if CONFIG in names else ""
     raise ValueError(f"--output_dir {folder} is not empty ({shown(names)}){whose}: a new run writes only into a new "
                      f"or empty folder, so that nothing it did not make is overwritten; pass another --output_dir")
 
 
 def _same_run(folder: Path, config_text: str) -> bool:
     try:
-        return (folder / RUN_CONFIG).read_text() == config_text
+        return (folder / CONFIG).read_text() == config_text
     except (OSError, UnicodeDecodeError):
         return False
 

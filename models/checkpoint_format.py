@@ -1,7 +1,11 @@
-"""Reading checkpoint files: the one `torch.load` of the project.
+"""The published checkpoint format (docs/method.md section 9), in one place: the file names of a model
+folder, reading checkpoint and config files, and strict loading of state dicts.
 
-Files are unpickled with `weights_only=True`: tensors, numbers, strings, containers and, because
-published checkpoints carry their argparse arguments, `argparse.Namespace`; nothing in a file is
+Building a generator from a model folder is models/checkpoint.py's job; saving and resuming a training
+run, training/checkpoint.py's.
+
+Checkpoint files are unpickled with `weights_only=True`: tensors, numbers, strings, containers and,
+because published checkpoints carry their argparse arguments, `argparse.Namespace`; nothing in a file is
 imported or run. Every way a file can be unusable (missing, a folder, empty, cut short, another
 format, a pickle that asks for code) is one `ValueError` or `OSError` line naming the file.
 """
@@ -12,6 +16,27 @@ import zipfile
 from pathlib import Path
 
 import torch
+
+from common.yaml_files import load_yaml
+
+# A model folder, as the published code writes it (and the Hub holds it): the weights and the config.
+LAST = "checkpoint-last.pth"  # the latest checkpoint; the one a folder is loaded and resumed from
+CONFIG = "config.yaml"  # `model:` (the architecture) and `args:` (the training recipe)
+CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+|last)\.pth$")  # LAST or a kept epoch's
+
+
+def epoch_checkpoint_name(epoch: int) -> str:
+    """The file name of the checkpoint kept after `epoch` (counted from 0)."""
+    return f"checkpoint-{epoch}.pth"
+
+
+def read_config(path) -> tuple[dict, dict]:
+    """(model section, args section) of a config file."""
+    data = load_yaml(path)
+    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+        raise ValueError(f"{path}: no 'model:' section")
+    return data["model"], data.get("args") or {}
+
 
 # torch's weights-only unpickler names the global it refused as "GLOBAL <module>.<name>".
 REFUSED_GLOBAL = re.compile(r"GLOBAL (\S+)")
@@ -73,3 +98,30 @@ def load_checkpoint_file(path, map_location="cpu", what: str = "checkpoint", mma
             except Exception as e:  # noqa: BLE001 - whatever fails while parsing the bytes, the file is bad
                 problem = _load_problem(e)
     raise CheckpointError(f"{path}: {problem}")
+
+
+def state_dict_mismatch(source, expected, got, keys=None):
+    """One line naming missing / unexpected / mis-shaped keys (first few of each), or None."""
+    keys = set(expected) | set(got) if keys is None else keys
+    missing = sorted(k for k in keys if k in expected and k not in got)
+    unexpected = sorted(k for k in keys if k in got and k not in expected)
+    shaped = sorted(f"{k} {list(got[k].shape)} vs model {list(expected[k].shape)}"
+                    for k in keys if k in expected and k in got and got[k].shape != expected[k].shape)
+    parts = [f"{name} {len(items)}: {', '.join(items[:5])}{', ...' if len(items) > 5 else ''}"
+             for name, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shaped))
+             if items]
+    return f"{source}: state dict does not fit the model ({'; '.join(parts)})" if parts else None
+
+
+def load_state_dict_strict(model, state_dict, source="state dict", assign=False):
+    """Strict load that reports every kind of mismatch in one ValueError line.
+
+    `assign=True` adopts the given tensors, for models built on the meta device."""
+    message = state_dict_mismatch(source, model.state_dict(), state_dict)
+    if message:
+        raise ValueError(message)
+    for key, tensor in state_dict.items():  # NaN weights would give black images, not an error
+        if torch.is_tensor(tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ValueError(f"{source}: tensor '{key}' holds non-finite values (NaN or infinity): the weights are "
+                             f"damaged")
+    model.load_state_dict(state_dict, strict=True, assign=assign)
