@@ -13,6 +13,7 @@ import argparse
 import pickle
 import re
 import zipfile
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -125,3 +126,54 @@ def load_state_dict_strict(model, state_dict, source="state dict", assign=False)
             raise ValueError(f"{source}: tensor '{key}' holds non-finite values (NaN or infinity): the weights are "
                              f"damaged")
     model.load_state_dict(state_dict, strict=True, assign=assign)
+
+
+# Our attribute path -> the published state-dict key, as prefixes. The published model calls its
+# transformer `llama` (its code began as Llama's); ours is not Llama, so the attribute says what it is.
+# The keys stay the published ones in both directions, through the hooks below: published checkpoints
+# and the parity fixtures load unchanged, and the published code reads the checkpoints this code
+# writes. Everything keyed by state-dict names (checkpoints, EMA, weights_init's position tables, the
+# initialisation fixtures) sees the published keys; only attribute access and `named_parameters` see
+# ours.
+PUBLISHED_KEYS = {"transformer.": "llama."}
+# The tables with one row per position id (all scales, smallest first, then any special ids): their
+# length depends on the model's scales, everything else does not.
+POSITION_TABLES = ("embed_positions.weight", "llama.rotary_emb.position_embeddings.parametrizations.weight.original")
+
+
+def _renamed(name: str, prefix: str, renames: dict) -> str:
+    for old, new in renames.items():
+        if name.startswith(prefix + old):
+            return prefix + new + name[len(prefix + old):]
+    return name
+
+
+def _rename_keys(state: dict, prefix: str, renames: dict):
+    """Rename, in place and in order, the keys of `state` under `prefix`."""
+    items = [(_renamed(key, prefix, renames), value) for key, value in state.items()]
+    state.clear()
+    state.update(items)
+
+
+def _publish_keys(module, state, prefix, local_metadata, renames):
+    """state_dict's post-hook: the published keys, and the per-module metadata (versions, keyed by
+    module path) renamed alike so that the file is what the published model writes."""
+    _rename_keys(state, prefix, renames)
+    metadata = getattr(state, "_metadata", None)
+    if metadata is not None:
+        items = [(_renamed(path + ".", prefix, renames)[:-1], value) for path, value in metadata.items()]
+        metadata.clear()
+        metadata.update(items)
+
+
+def _own_keys(module, state, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs, renames):
+    """load_state_dict's pre-hook: our names, on the copy torch made. The metadata is the caller's and
+    stays as it is; no module under a renamed one reads its version."""
+    _rename_keys(state, prefix, {new: old for old, new in renames.items()})
+
+
+def use_published_keys(module, renames: dict = PUBLISHED_KEYS):
+    """Make `module.state_dict()` write, and `module.load_state_dict` read, the published keys (also
+    where `module` sits inside a wrapper, whose prefix the hooks receive)."""
+    module.register_state_dict_post_hook(partial(_publish_keys, renames=renames))
+    module.register_load_state_dict_pre_hook(partial(_own_keys, renames=renames))

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from .autoencoder import VQModel
 from .checkerboard import scale_sizes
+from .checkpoint_format import use_published_keys
 from .config import GeneratorConfig
 from .layout import Layout, SequenceLayout
 from .transformer import Transformer, TransformerConfig
@@ -81,7 +82,8 @@ class CheckerboardGenerator(nn.Module):
         self.autoenc = autoencoder
         self.autoenc.scale_sizes = self.scale_sizes
         self.autoenc.requires_grad_(False)
-        self.llama = Transformer(tcfg, self.scale_sizes)
+        self.transformer = Transformer(tcfg, self.scale_sizes)
+        use_published_keys(self)  # its state dict says `llama.` for `transformer.`, as the published model's
         if cfg.class_cond:
             self.class_embeddings = nn.Embedding(cfg.num_classes + 1, C)  # last row: "no class"
         self.embed_positions = nn.Embedding(self.num_tokens, C)
@@ -120,7 +122,7 @@ class CheckerboardGenerator(nn.Module):
 
     def kv_cache_shape(self, rows: int) -> tuple[int, tuple]:
         """(layers, shape of one layer's key or value buffer) of caches over the whole sequence."""
-        cfg = self.llama.cfg
+        cfg = self.transformer.cfg
         return cfg.n_layers, (rows, cfg.n_heads, self.sequence.n_cls + self.num_tokens, cfg.head_dim)
 
     def train(self, mode: bool = True):
@@ -180,7 +182,7 @@ class CheckerboardGenerator(nn.Module):
         if labels is None:
             return None
         embedding = self.class_embeddings(labels)  # (B, C)
-        return Conditioning(embedding, self.llama.modulations(embedding))
+        return Conditioning(embedding, self.transformer.modulations(embedding))
 
     def embed_codes(self, indices):
         """Code indices (B, n) -> embedded code vectors (B, n, C)."""
@@ -227,7 +229,7 @@ class CheckerboardGenerator(nn.Module):
         rot_pos, rot_prev, mask = self.sequence.rot_pos, layout.rot_prev, layout.mask
         if positions is not None:
             rot_pos, rot_prev, mask = rot_pos[positions], rot_prev[positions], mask[positions]
-        return self.llama(x, modulations, rot_pos, rot_prev, mask, caches, positions)  # (B, n, C)
+        return self.transformer(x, modulations, rot_pos, rot_prev, mask, caches, positions)  # (B, n, C)
 
     def logits(self, h):
         """(B, n, n_embed) from hidden states (B, n, C). With the head MLP, a map of the (frozen)

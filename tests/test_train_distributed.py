@@ -21,10 +21,10 @@ def _worker(rank: int, port: int, config: dict, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD),
                       LOCAL_RANK=str(rank))
     run = setup(TrainConfig(**config))
-    trainable = [name for name, p in run.model.named_parameters() if p.requires_grad]
-    initial = {name: run.model.state_dict()[name].clone() for name in trainable}
+    trainable = {name: p for name, p in run.model.named_parameters() if p.requires_grad}
+    initial = {name: p.detach().clone() for name, p in trainable.items()}
     fit(run)
-    final = {name: run.model.state_dict()[name].clone() for name in trainable}
+    final = {name: p.detach().clone() for name, p in trainable.items()}
     torch.save({"initial": initial, "final": final, "items": len(run.sampler)}, out / f"rank{rank}.pt")
     run.close()
     dist.destroy_process_group()

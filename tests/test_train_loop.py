@@ -161,7 +161,7 @@ def test_grad_checkpointing_option_gives_the_same_step(config, tmp_path):
     def step(checkpointing: bool):
         run = setup(replace(config, output_dir=str(tmp_path / f"out{checkpointing}"), ema=False,
                             grad_checkpointing=checkpointing))
-        assert run.model.llama.grad_checkpointing is checkpointing
+        assert run.model.transformer.grad_checkpointing is checkpointing
         batch = batch_tokens(next(iter(run.loader)), run.model, run.device)
         torch.manual_seed(0)
         train_step(run.module, batch, run.optimizer, run.scaler, StepOptions(grad_clip=3.0))

@@ -14,12 +14,9 @@ import yaml
 
 from common.files import atomic_copy, atomic_torch_save, atomic_write_text
 from models.checkpoint import build_generator, checkpoint_paths, resolve_path
-from models.checkpoint_format import (CONFIG, LAST, epoch_checkpoint_name, load_checkpoint_file, load_state_dict_strict,
-                                      read_config)
+from models.checkpoint_format import (CONFIG, LAST, POSITION_TABLES, epoch_checkpoint_name, load_checkpoint_file,
+                                      load_state_dict_strict, read_config)
 
-# The tables with one row per position id (all scales, smallest first, then any special ids): their
-# length depends on the model's scales, everything else does not.
-POSITION_TABLES = ("embed_positions.weight", "llama.rotary_emb.position_embeddings.parametrizations.weight.original")
 AUTOENC_CONFIG = Path("autoenc") / "autoencoder_config.yaml"
 
 

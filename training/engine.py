@@ -368,7 +368,7 @@ def _setup(config: TrainConfig, rank: int, world: int, device, config_path: Path
 
     place_model(model, device, encoder_on_device=not config.use_cache)
     model.train()
-    model.llama.grad_checkpointing = config.grad_checkpointing
+    model.transformer.grad_checkpointing = config.grad_checkpointing
     ema = EMA(model, config.ema_rate) if config.ema else None
     optimizer = build_optimizer(model, config.lr, config.weight_decay, config.betas, device, config.optimizer)
     amp_dtype = amp_dtype_for(config.precision, device)
