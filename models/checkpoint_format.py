@@ -1,5 +1,6 @@
 """The published checkpoint format (docs/method.md section 9), in one place: the file names of a model
-folder, reading checkpoint and config files, and strict loading of state dicts.
+folder, reading checkpoint and config files, strict loading of state dicts, and the state-dict key
+names (PUBLISHED_KEYS, where an attribute is named otherwise than its published key).
 
 Building a generator from a model folder is models/checkpoint.py's job; saving and resuming a training
 run, training/checkpoint.py's.
