@@ -16,7 +16,7 @@ from common.cli import EXIT_BAD_INPUT, EXIT_FAILED, fail, interrupt_line, one_li
 from common.config import ArgumentParser, add_arguments, given_options
 from common.distributed import launched_rank
 from models.checkpoint import width_text
-from training.checkpoint import LAST
+from models.checkpoint_format import LAST
 from training.config import TrainConfig
 from training.engine import NoTrainingStepError, NonFiniteLossError, train
 

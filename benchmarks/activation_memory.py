@@ -64,7 +64,7 @@ def main():
 
     device = torch.device(args.device)
     model = build_random_model(args.model, device).train()
-    model.llama.grad_checkpointing = args.grad_checkpointing
+    model.transformer.grad_checkpointing = args.grad_checkpointing
     module = GeneratorLoss(model)
     if args.compile:
         module = torch.compile(module)

@@ -36,7 +36,7 @@ def main():
 
     device = torch.device(args.device)
     model = build_random_model(args.model, device).train()
-    model.llama.grad_checkpointing = args.grad_checkpointing
+    model.transformer.grad_checkpointing = args.grad_checkpointing
     # The training loop's own pieces (training/engine.py), as main.py assembles them.
     optimizer = build_optimizer(model, lr=1e-4, weight_decay=0.01, betas=(0.9, 0.95), device=device)
     amp_dtype = amp_dtype_for("bf16", device)

@@ -3,7 +3,8 @@ from pathlib import Path
 
 import torch
 
-from models.checkpoint import build_generator, read_config
+from models.checkpoint import build_generator
+from models.checkpoint_format import read_config
 
 REPO = Path(__file__).resolve().parents[1]
 PUBLISHED_AUTOENCODER_CONFIG = REPO / "train_ae_codebook" / "autoencoder_config.yaml"

@@ -20,14 +20,13 @@ import yaml
 
 from common.digits import write_digits_imagefolder
 from common.files import atomic_copy, atomic_write_text, run_lock
-from models.checkpoint import load_checkpoint_file, read_config
+from models.checkpoint_format import LAST, load_checkpoint_file, read_config
 from sampling.config import SampleConfig
 from sampling.figures import save_png
 from sampling.run import sample
 from train_ae_codebook.autoencoder_files import CHECKPOINT_NAME, CONFIG_NAME
 from train_ae_codebook.train_config import make_config as make_ae_config
 from train_ae_codebook.training import train_autoencoder
-from training.checkpoint import LAST
 from training.config import TrainConfig
 from training.engine import train
 

@@ -8,9 +8,9 @@ import torch
 from common import npz
 from common.digits import digits_arrays
 from common.images import load_rgb
-from models.checkpoint import load_checkpoint_file, load_model
+from models.checkpoint import load_model
+from models.checkpoint_format import LAST, load_checkpoint_file
 from sampling.figures import image_grid
-from training.checkpoint import LAST
 from training.data import image_folder_samples, to_model_range
 
 from .config import DIGIT_LEVELS, DIGIT_SIZE, NUM_CLASSES

@@ -35,14 +35,14 @@ from evaluation.digits_features import IMAGE_SIZE as DIGITS_IMAGE_SIZE
 from evaluation.digits_features import DigitsRecipe, train_digits_features, write_digits_reference
 from models import load_model
 from models.checkerboard import scale_ratio_from_config
-from models.checkpoint import build_generator, load_checkpoint_file, read_config
+from models.checkpoint import build_generator
+from models.checkpoint_format import LAST, load_checkpoint_file, read_config
 from sweep import results as sr
 from sweep.config import SweepConfig
 from sweep.folder import SweepFolder
 from sweep.grid import steps_settings
 from sweep.report import BEST_MD, BY_STEPS_PER_SCALE, BY_TOTAL_STEPS, FID_VS_IS
 from sweep.run import run_sweep
-from training.checkpoint import LAST
 
 from .config import SINGLE_SCALE, DemoConfig
 from .pipeline import OWN_FILES, GENERATOR_CONFIG, override, run_in_output_dir, train_generator, train_stages

@@ -6,10 +6,10 @@ from pathlib import Path
 from common.config import default_of, fields_of, option
 from digits_demo.config import GENERATOR_DIR, REPO, DemoConfig
 from digits_demo.report import has_ema
+from models.checkpoint_format import LAST
 
 PUBLISHED_MODEL = REPO / "pretrained_models" / "checkerboard-L-2x"  # where download.sh puts it
 DEMO_MODEL = Path(default_of(fields_of(DemoConfig)["output_dir"])) / GENERATOR_DIR  # where demo.py trains it
-CHECKPOINT_FILE = "checkpoint-last.pth"
 NO_MODEL = ("no model to show: pass --checkpoint FOLDER, download the published one with "
             "`bash pretrained_models/download.sh checkerboard-L-2x`, or train the digits model with `python demo.py`")
 
@@ -44,9 +44,9 @@ def choose_model(checkpoint: str | None, use_ema: bool) -> ModelChoice:
     published, demo = PUBLISHED_MODEL, DEMO_MODEL
     if checkpoint:
         return ModelChoice(checkpoint, use_ema, "--checkpoint")
-    if (published / CHECKPOINT_FILE).is_file():
+    if (published / LAST).is_file():
         return ModelChoice(str(published), use_ema, "the published L-2x")
-    if (demo / CHECKPOINT_FILE).is_file():
+    if (demo / LAST).is_file():
         return ModelChoice(str(demo), use_ema or has_ema(demo), "the digits model of python demo.py")
     raise FileNotFoundError(NO_MODEL)
 

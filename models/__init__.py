@@ -5,7 +5,8 @@ knows nothing of generation.
 """
 from .autoencoder import AutoencoderConfig, VQModel, load_autoencoder
 from .checkerboard import block_sizes, checkerboard_order, checkerboard_rank, scale_sizes
-from .checkpoint import build_generator, load_model, read_config
+from .checkpoint import build_generator, load_model
+from .checkpoint_format import read_config
 from .config import GeneratorConfig
 from .generator import CheckerboardGenerator
 

@@ -11,9 +11,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
-from common.checkpoints import load_checkpoint_file
 from common.config import ConfigError, Layer, fields_of, make, option
 from common.yaml_files import load_yaml
+
+from .checkpoint_format import load_checkpoint_file, load_state_dict_strict, state_dict_mismatch
 
 
 GROUP_NORM_GROUPS = 32  # every normalised channel count must be a multiple of it
@@ -340,33 +341,6 @@ def autoencoder_state_dict_from_file(path, map_location="cpu", prefix=""):
     return ckpt
 
 
-def _mismatch_message(source, expected, got, keys=None):
-    """One line naming missing / unexpected / mis-shaped keys (first few of each), or None."""
-    keys = set(expected) | set(got) if keys is None else keys
-    missing = sorted(k for k in keys if k in expected and k not in got)
-    unexpected = sorted(k for k in keys if k in got and k not in expected)
-    shaped = sorted(f"{k} {list(got[k].shape)} vs model {list(expected[k].shape)}"
-                    for k in keys if k in expected and k in got and got[k].shape != expected[k].shape)
-    parts = [f"{name} {len(items)}: {', '.join(items[:5])}{', ...' if len(items) > 5 else ''}"
-             for name, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shaped))
-             if items]
-    return f"{source}: state dict does not fit the model ({'; '.join(parts)})" if parts else None
-
-
-def load_state_dict_strict(model, state_dict, source="state dict", assign=False):
-    """Strict load that reports every kind of mismatch in one ValueError line.
-
-    `assign=True` adopts the given tensors, for models built on the meta device."""
-    message = _mismatch_message(source, model.state_dict(), state_dict)
-    if message:
-        raise ValueError(message)
-    for key, tensor in state_dict.items():  # NaN weights would give black images, not an error
-        if torch.is_tensor(tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise ValueError(f"{source}: tensor '{key}' holds non-finite values (NaN or infinity): the weights are "
-                             f"damaged")
-    model.load_state_dict(state_dict, strict=True, assign=assign)
-
-
 def load_autoencoder(config_path, checkpoint_path=None, map_location="cpu") -> VQModel:
     """Build from autoencoder_config.yaml; load weights strictly when a checkpoint is given."""
     model = VQModel(AutoencoderConfig.from_yaml(config_path))
@@ -388,7 +362,7 @@ def load_llamagen_weights(model: VQModel, path, load_codebook=False):
     state_dict = autoencoder_state_dict_from_file(path)
     ours = model.state_dict()
     keys = {k for k in set(ours) | set(state_dict) if k.startswith(LLAMAGEN_MODULES)}
-    message = _mismatch_message(str(path), ours, state_dict, keys)
+    message = state_dict_mismatch(str(path), ours, state_dict, keys)
     if message:
         raise ValueError(message)
     with torch.no_grad():

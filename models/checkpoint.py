@@ -1,23 +1,14 @@
-"""Reading the published file formats: config.yaml + checkpoint-last.pth (docs/method.md section 9)."""
+"""A generator from a model folder (config.yaml + checkpoint-last.pth, local or on the Hub): built from
+its config, loaded strictly. The format itself is models/checkpoint_format.py's."""
 from pathlib import Path
 
 import torch
 
-from common.checkpoints import load_checkpoint_file
-from common.yaml_files import load_yaml
-
-from .autoencoder import AutoencoderConfig, VQModel, autoencoder_state_dict_from_file, load_state_dict_strict
+from .autoencoder import AutoencoderConfig, VQModel, autoencoder_state_dict_from_file
+from .checkpoint_format import CONFIG, LAST, load_checkpoint_file, load_state_dict_strict, read_config
 from .config import GeneratorConfig
 from .generator import CheckerboardGenerator
 from .hub import fetch_model, parse_reference, snapshot_root
-
-
-def read_config(path) -> tuple[dict, dict]:
-    """(model section, args section) of a config file."""
-    data = load_yaml(path)
-    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
-        raise ValueError(f"{path}: no 'model:' section")
-    return data["model"], data.get("args") or {}
 
 
 def resolve_path(p, config_dir) -> Path:
@@ -71,7 +62,7 @@ def checkpoint_paths(path) -> tuple[Path, Path]:
     reference = parse_reference(path)
     path = fetch_model(reference) if reference else Path(path)
     if path.is_dir():
-        path = path / "checkpoint-last.pth"
+        path = path / LAST
     if not path.is_file():
         hint = ""
         if "pretrained_models" in path.parts:
@@ -79,9 +70,9 @@ def checkpoint_paths(path) -> tuple[Path, Path]:
             hint = f" (fetch the published models with `{' '.join(['bash pretrained_models/download.sh', *model])}`"
             hint += f", or load {model[0]} from the Hugging Face Hub by its name)" if model else ")"
         raise FileNotFoundError(f"checkpoint not found: {path}{hint}")
-    config = path.parent / "config.yaml"
+    config = path.parent / CONFIG
     if not config.is_file():
-        raise FileNotFoundError(f"config.yaml not found beside the checkpoint: {config}")
+        raise FileNotFoundError(f"{CONFIG} not found beside the checkpoint: {config}")
     return path, config
 
 

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from .autoencoder import VQModel
 from .checkerboard import scale_sizes
+from .checkpoint_format import use_published_keys
 from .config import GeneratorConfig
 from .layout import Layout, SequenceLayout
 from .transformer import Transformer, TransformerConfig
@@ -83,7 +84,8 @@ class CheckerboardGenerator(nn.Module):
         self.autoenc = autoencoder
         self.autoenc.scale_sizes = self.scale_sizes
         self.autoenc.requires_grad_(False)
-        self.llama = Transformer(transformer_config, self.scale_sizes)
+        self.transformer = Transformer(transformer_config, self.scale_sizes)
+        use_published_keys(self)  # its state dict says `llama.` for `transformer.`, as the published model's
         if config.class_cond:
             self.class_embeddings = nn.Embedding(config.num_classes + 1, C)  # last row: "no class"
         self.embed_positions = nn.Embedding(self.num_tokens, C)
@@ -122,7 +124,7 @@ class CheckerboardGenerator(nn.Module):
 
     def kv_cache_shape(self, rows: int) -> tuple[int, tuple]:
         """(layers, shape of one layer's key or value buffer) of caches over the whole sequence."""
-        config = self.llama.config
+        config = self.transformer.config
         return config.n_layers, (rows, config.n_heads, self.sequence.n_cls + self.num_tokens, config.head_dim)
 
     def train(self, mode: bool = True):
@@ -182,7 +184,7 @@ class CheckerboardGenerator(nn.Module):
         if labels is None:
             return None
         embedding = self.class_embeddings(labels)  # (B, C)
-        return Conditioning(embedding, self.llama.modulations(embedding))
+        return Conditioning(embedding, self.transformer.modulations(embedding))
 
     def embed_codes(self, indices):
         """Code indices (B, n) -> embedded code vectors (B, n, C)."""
@@ -229,7 +231,7 @@ class CheckerboardGenerator(nn.Module):
         rot_pos, rot_prev, mask = self.sequence.rot_pos, layout.rot_prev, layout.mask
         if positions is not None:
             rot_pos, rot_prev, mask = rot_pos[positions], rot_prev[positions], mask[positions]
-        return self.llama(x, modulations, rot_pos, rot_prev, mask, caches, positions)  # (B, n, C)
+        return self.transformer(x, modulations, rot_pos, rot_prev, mask, caches, positions)  # (B, n, C)
 
     def logits(self, h):
         """(B, n, n_embed) from hidden states (B, n, C). With the head MLP, a map of the (frozen)

@@ -20,14 +20,14 @@ from pathlib import Path
 from common.files import FolderInUse, remove_temporaries, run_lock, temporary_path
 from common.yaml_files import load_yaml
 
+from .checkpoint_format import CONFIG, LAST
+
 SCHEME = "hf://"
 # The published models, where the published code's download script fetches them from:
 # huggingface.co/deigen/checkerboardgen, files under pretrained_models/<model>/.
 PUBLISHED_REPO = "deigen/checkerboardgen"
 PUBLISHED_FOLDER = "pretrained_models"
 SUMS_FILE = Path(__file__).resolve().parents[1] / PUBLISHED_FOLDER / "SHA256SUMS"
-CHECKPOINT = "checkpoint-last.pth"
-CONFIG = "config.yaml"
 
 
 class NotListed(ValueError):
@@ -209,7 +209,7 @@ def fetch_model(ref: HubReference, sums_file=SUMS_FILE) -> Path:
     """The local checkpoint file of a Hub model reference, with its config.yaml beside it and the
     autoencoder config the config names, all from one snapshot."""
     folder, name = (posixpath.dirname(ref.path), posixpath.basename(ref.path)) if ref.path.endswith(".pth") \
-        else (ref.path, CHECKPOINT)
+        else (ref.path, LAST)
     reap_incomplete(ref.repo_id)
     checkpoint = fetch_file(ref, f"{folder}/{name}", sums_file)
     commit = _snapshot_revision(checkpoint, f"{folder}/{name}")

@@ -16,7 +16,8 @@ import torch
 
 from models import CheckerboardGenerator
 from models.checkerboard import total_steps
-from models.checkpoint import build_generator, checkpoint_paths, load_checkpoint_file, read_config
+from models.checkpoint import build_generator, checkpoint_paths
+from models.checkpoint_format import load_checkpoint_file, read_config
 from models.hub import is_hub_reference
 from sampling.plan import plan_for
 from sweep.config import SweepConfig

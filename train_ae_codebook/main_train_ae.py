@@ -14,7 +14,7 @@ Writes <output_dir>/autoencoder_config.yaml + checkpoint.pth; rerunning resumes 
 """
 from common.cli import EXIT_FAILED, one_line_errors
 from common.config import ArgumentParser, add_arguments, expand_path, given_options
-from models.checkpoint import read_config
+from models.checkpoint_format import read_config
 from train_ae_codebook.train_config import AETrainConfig, make_config
 from train_ae_codebook.training import AutoencoderRun
 

@@ -4,8 +4,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.models.vgg import cfgs, make_layers
 
-from common.checkpoints import load_checkpoint_file
-from models.autoencoder import load_state_dict_strict
+from models.checkpoint_format import load_checkpoint_file, load_state_dict_strict
 
 # Indices in vgg16().features of relu1_2, relu2_2, relu3_3, relu4_3 and relu5_3 (as LPIPS).
 FEATURE_LAYERS = (3, 8, 15, 22, 29)

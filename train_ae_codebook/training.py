@@ -18,11 +18,9 @@ from tqdm.auto import tqdm
 
 from common.files import atomic_torch_save, journal_file, remove_temporaries, run_lock
 from common.lr_schedule import cosine_decay, set_lr
-from models.autoencoder import (LLAMAGEN_MODULES, AutoencoderConfig, VQModel, load_llamagen_weights,
-                                load_state_dict_strict)
+from models.autoencoder import LLAMAGEN_MODULES, AutoencoderConfig, VQModel, load_llamagen_weights
 from common.distributed import resolve_device
-from common.checkpoints import load_checkpoint_file
-from models.checkpoint import read_config
+from models.checkpoint_format import LAST, load_checkpoint_file, load_state_dict_strict, read_config
 from common.folders import check_is_folder, folder_contents, shown
 from common.tensorboard_writer import summary_writer
 
@@ -32,7 +30,6 @@ from .codebook import (LatentStatistics, flat_latents, initial_codebook, perplex
 from .images import ImageFiles, StepBatches, draw_latent_size, image_at_scale, latent_sizes, step_seed
 from .train_config import AETrainConfig
 
-CHECKPOINT_LAST = "checkpoint-last.pth"
 LOG_NAME = "log.jsonl"
 
 
@@ -115,16 +112,16 @@ class AutoencoderRun:
         folder = self.output_dir
         check_is_folder(folder)
         names = folder_contents(folder)
-        if names and CHECKPOINT_LAST not in names:
-            raise ValueError(f"--output_dir {folder} is not empty ({shown(names)}) and holds no {CHECKPOINT_LAST} "
+        if names and LAST not in names:
+            raise ValueError(f"--output_dir {folder} is not empty ({shown(names)}) and holds no {LAST} "
                              f"of a run to resume: a new run writes only into a new or empty folder, so that nothing "
                              f"it did not make is overwritten; pass another --output_dir")
-        if CHECKPOINT_LAST in names:
-            self.load_state(folder / CHECKPOINT_LAST, check_only=True)
+        if LAST in names:
+            self.load_state(folder / LAST, check_only=True)
 
     # ---- checkpoint-last.pth ----------------------------------------------------------
     def save_state(self, step: int):
-        atomic_torch_save(self.output_dir / CHECKPOINT_LAST, {
+        atomic_torch_save(self.output_dir / LAST, {
             "model": _trained_state(self.model, self.config.train_all),
             "optimizer": self.optimizer.state_dict(),
             "step": step,
@@ -220,9 +217,9 @@ class AutoencoderRun:
         try:
             self.check_output_dir()
             remove_temporaries(self.output_dir)
-            if (self.output_dir / CHECKPOINT_LAST).is_file():
-                self.load_state(self.output_dir / CHECKPOINT_LAST)
-                tqdm.write(f"resuming {self.output_dir / CHECKPOINT_LAST} at step {self.start_step}")
+            if (self.output_dir / LAST).is_file():
+                self.load_state(self.output_dir / LAST)
+                tqdm.write(f"resuming {self.output_dir / LAST} at step {self.start_step}")
             else:
                 # The run's first write says whose folder this is: stopped before its first save, the same
                 # run resumes here (at step 0, which repeats exactly) and any other is refused.

@@ -18,21 +18,12 @@ import torch
 import yaml
 
 from common.files import atomic_copy, atomic_torch_save, atomic_write_text
-from models.autoencoder import load_state_dict_strict
-from common.checkpoints import load_checkpoint_file
-from models.checkpoint import build_generator, checkpoint_paths, read_config, resolve_path
+from models.checkpoint import build_generator, checkpoint_paths, resolve_path
+from models.checkpoint_format import (CONFIG, LAST, POSITION_TABLES, epoch_checkpoint_name, load_checkpoint_file,
+                                      load_state_dict_strict, read_config)
 
 log = logging.getLogger(__name__)
-
-LAST = "checkpoint-last.pth"
-# The tables with one row per position id (all scales, smallest first, then any special ids): their
-# length depends on the model's scales, everything else does not.
-POSITION_TABLES = ("embed_positions.weight", "llama.rotary_emb.position_embeddings.parametrizations.weight.original")
 AUTOENC_CONFIG = Path("autoenc") / "autoencoder_config.yaml"
-
-
-def epoch_checkpoint_name(epoch: int) -> str:
-    return f"checkpoint-{epoch}.pth"
 
 
 def kept_epoch(epoch: int, epochs: int, save_freq: int) -> bool:
@@ -156,7 +147,7 @@ def write_run_config(output_dir, model_section: dict, config_dir, recipe: dict, 
     if source != target.resolve():
         target.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(target, source.read_text())
-    atomic_write_text(output_dir / "config.yaml", run_config_text(model_section, config_dir, recipe))
+    atomic_write_text(output_dir / CONFIG, run_config_text(model_section, config_dir, recipe))
     atomic_write_text(output_dir / "args.yaml", yaml.safe_dump(all_args, sort_keys=False))
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 from common.config import ConfigError, Layer, make, option, yaml_section
 from common.folders import check_outside
 from common.lr_schedule import SCHEDULES
-from models.checkpoint import checkpoint_paths, read_config
+from models.checkpoint import checkpoint_paths
+from models.checkpoint_format import read_config
 from models.hub import is_hub_reference
 from sampling.config import DEFAULT_CFG, DEFAULT_CFG_START_STEP
 from training.data import DATASETS, dataset_for_path, image_root

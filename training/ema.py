@@ -13,7 +13,10 @@ import torch.nn as nn
 class EMA:
     def __init__(self, model: nn.Module, rate: float):
         self.rate = rate
-        named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+        # Each weight by its state-dict key, which a module may name otherwise than its attribute path
+        # (models/checkpoint_format.py's PUBLISHED_KEYS): the keys are what `model_ema` holds.
+        key_of = {id(tensor): key for key, tensor in model.state_dict(keep_vars=True).items()}
+        named = [(key_of[id(p)], p) for p in model.parameters() if p.requires_grad]
         self.names = [name for name, _ in named]
         self.params = [p for _, p in named]
         self.shadow = [p.detach().clone() for p in self.params]

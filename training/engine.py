@@ -22,14 +22,15 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from models.checkpoint_format import LAST
 from common import distributed as dist_util
 from common.distributed import Placement, placement, start_processes
 from common.folders import check_is_folder
 from common.lr_schedule import LRSchedule, set_lr
 from models.generator import CheckerboardGenerator
 from sampling.plan import plan_for
-from training.checkpoint import (LAST, Resumed, kept_epoch, restore_state, run_config_text, save_training_checkpoint,
-                                 training_state, write_run_config)
+from training.checkpoint import (Resumed, kept_epoch, restore_state, run_config_text, save_training_checkpoint, training_state,
+                                 write_run_config)
 from training.config import TrainConfig
 from training.data import Batch, CropSampler, epoch_seed
 from training.ema import EMA

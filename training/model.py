@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from common.distributed import Placement
-from models.autoencoder import load_state_dict_strict
+from models.checkpoint_format import load_state_dict_strict
 from models.checkpoint import build_generator
 from models.generator import CheckerboardGenerator
 from training.checkpoint import Resumed, init_weights_from, load_training_checkpoint
@@ -37,7 +37,7 @@ def build_model(config: TrainConfig, model_section: dict, resumed: Resumed | Non
         load_state_dict_strict(model, resumed.state["model"], str(resumed.path))
     place_model(model, place.device, encoder_on_device=not config.use_cache)
     model.train()
-    model.llama.grad_checkpointing = config.grad_checkpointing
+    model.transformer.grad_checkpointing = config.grad_checkpointing
     return model
 
 

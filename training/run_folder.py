@@ -11,7 +11,6 @@ writer's temporary files look the same, and only the lock tells them apart.
 """
 import logging
 import os
-import re
 from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
@@ -20,12 +19,10 @@ from common.distributed import broadcast_object, get_rank
 from common.files import remove_temporaries, run_lock
 from common.folders import NAMES_SHOWN, check_is_folder, folder_contents, shown
 from models.checkpoint import checkpoint_paths
-from training.checkpoint import (LAST, Resumed, check_resume_point, load_training_checkpoint,
-                                 restore_kept_checkpoint)
+from models.checkpoint_format import CHECKPOINT_NAME, CONFIG, LAST
+from training.checkpoint import Resumed, check_resume_point, load_training_checkpoint, restore_kept_checkpoint
 from training.config import TrainConfig
 
-RUN_CONFIG = "config.yaml"
-CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+|last)\.pth$")
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +38,14 @@ def check_new_run_folder(folder, config_text: str):
                          f"--output_dir")
     if not names or (_same_run(folder, config_text) and not any(CHECKPOINT_NAME.match(n) for n in names)):
         return
-    whose = " (its config.yaml is another run's)" if RUN_CONFIG in names else ""
+    whose = " (its config.yaml is another run's)" if CONFIG in names else ""
     raise ValueError(f"--output_dir {folder} is not empty ({shown(names)}){whose}: a new run writes only into a new "
                      f"or empty folder, so that nothing it did not make is overwritten; pass another --output_dir")
 
 
 def _same_run(folder: Path, config_text: str) -> bool:
     try:
-        return (folder / RUN_CONFIG).read_text() == config_text
+        return (folder / CONFIG).read_text() == config_text
     except (OSError, UnicodeDecodeError):
         return False
 

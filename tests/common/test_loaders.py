@@ -13,7 +13,7 @@ import yaml
 
 import main
 from cli_check import Files, assert_one_line_error, run_main
-from common.checkpoints import load_checkpoint_file
+from models.checkpoint_format import load_checkpoint_file
 from common.json_files import read_json
 from common.npz import iter_rows
 from common.yaml_files import load_yaml

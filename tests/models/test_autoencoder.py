@@ -3,8 +3,9 @@ import json
 import pytest
 import torch
 
-from models.autoencoder import (AutoencoderConfig, VQModel, autoencoder_state_dict_from_file,
-                                load_autoencoder, load_llamagen_weights, load_state_dict_strict)
+from models.autoencoder import (AutoencoderConfig, VQModel, autoencoder_state_dict_from_file, load_autoencoder,
+                                load_llamagen_weights)
+from models.checkpoint_format import load_state_dict_strict
 
 ATOL = 1e-4
 

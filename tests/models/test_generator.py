@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from models import build_generator, load_model
-from models.checkpoint import read_config
+from models.checkpoint_format import read_config
 from models.sampler import Sampler
 
 TOL = 1e-4

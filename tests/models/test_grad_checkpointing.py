@@ -21,7 +21,7 @@ def tiny(tiny_dir):
 
 def _step(model, checkpointing: bool):
     """Loss, gradients and saved bytes of one training step with the regularisers on."""
-    model.llama.grad_checkpointing = checkpointing
+    model.transformer.grad_checkpointing = checkpointing
     model.zero_grad(set_to_none=True)
     g = torch.Generator().manual_seed(0)
     indices = [torch.randint(0, model.autoenc.config.n_embed, (4, s, s), generator=g) for s in model.scale_sizes]
@@ -30,7 +30,7 @@ def _step(model, checkpointing: bool):
     (loss, _), saved = saved_tensor_bytes(lambda: model.loss(indices, labels))
     loss.backward()
     grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
-    model.llama.grad_checkpointing = False
+    model.transformer.grad_checkpointing = False
     return loss.detach(), grads, saved
 
 

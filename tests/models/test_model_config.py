@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from models import GeneratorConfig, build_generator, load_model
-from models.checkpoint import read_config
+from models.checkpoint_format import read_config
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
@@ -73,8 +73,8 @@ def test_absent_keys_take_the_published_defaults(tiny_dir):
     # A llama_config mapping without intermediate_size means Llama's own width, 8/3 of hidden_size.
     model = build_generator(section(llama_config={"hidden_size": 64, "num_attention_heads": 2,
                                                   "num_hidden_layers": 1}), tiny_dir, load_autoencoder_weights=False)
-    assert model.llama.layers[0].feed_forward.w1.out_features == 256  # int(8 * 64 / 3) = 170, rounded up
-    assert model.llama.layers[0].attention_norm.eps == 1e-6
+    assert model.transformer.layers[0].feed_forward.w1.out_features == 256  # int(8 * 64 / 3) = 170, rounded up
+    assert model.transformer.layers[0].attention_norm.eps == 1e-6
     assert model.layout().block.max().item() + 1 == sum(min(8, s * s) for s in model.scale_sizes)
 
 
@@ -86,7 +86,7 @@ def test_num_mixing_layers_sets_the_mixed_rows(tiny_dir, value, rows):
                                     llama_config={"hidden_size": 64, "num_attention_heads": 4,
                                                   "num_hidden_layers": 3}),
                             tiny_dir, load_autoencoder_weights=False)
-    assert model.llama.rotary_emb.mixing_coeffs.shape == (rows, 4)
+    assert model.transformer.rotary_emb.mixing_coeffs.shape == (rows, 4)
     with torch.no_grad():
         logits = model.eval()([torch.zeros(1, s, s, dtype=torch.long) for s in model.scale_sizes], torch.tensor([0]))
     assert logits.shape == (1, 85, 64)
@@ -96,7 +96,7 @@ def test_single_scale_and_rms_norm_eps_reach_the_model(tiny_dir):
     model = build_generator(section(single_scale=True, scale_ratio=4, num_blocks_per_scale=3,
                                     llama_config={"hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 1,
                                                   "rms_norm_eps": 1e-5}), tiny_dir, load_autoencoder_weights=False)
-    assert model.scale_sizes == [8] and model.llama.norm.eps == 1e-5
+    assert model.scale_sizes == [8] and model.transformer.norm.eps == 1e-5
     assert model.layout().block.max().item() + 1 == 4  # 3 steps on 64 tokens: 21, 21, 21, 1
 
 

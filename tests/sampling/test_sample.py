@@ -18,7 +18,7 @@ from PIL import Image
 import main_sample
 from conftest import dead_pid
 from models import build_generator, load_model
-from models.checkpoint import read_config
+from models.checkpoint_format import read_config
 from sampling import sample_io
 from sampling.config import SampleConfig
 from sampling.flops import flops_per_sample

@@ -11,12 +11,13 @@ import yaml
 from models.autoencoder import (LLAMAGEN_MODULES, AutoencoderConfig, VQModel, autoencoder_state_dict_from_file,
                                 load_autoencoder)
 from models.checkpoint import build_generator
+from models.checkpoint_format import LAST
 from train_ae_codebook import main_train_ae, training
 from train_ae_codebook.codebook import (LatentStatistics, allocate_codes, initial_codebook, perplexity,
                                         reinit_dead_codes)
 from train_ae_codebook.images import StepBatches
 from train_ae_codebook.train_config import AETrainConfig, make_config
-from train_ae_codebook.training import CHECKPOINT_LAST, build_autoencoder, codebook_weight, train_autoencoder
+from train_ae_codebook.training import build_autoencoder, codebook_weight, train_autoencoder
 from common.digits import write_digits_imagefolder
 from common.lr_schedule import cosine_decay
 
@@ -97,14 +98,14 @@ def requant_run(small_vq16, few_images, tmp_path_factory):
     def save_and_copy(run, step):
         real_save(run, step)
         if step == 6:
-            shutil.copy(run.output_dir / CHECKPOINT_LAST, saved / CHECKPOINT_LAST)
+            shutil.copy(run.output_dir / LAST, saved / LAST)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(training, "initial_codebook", record_init)
         mp.setattr(training.AutoencoderRun, "save_state", save_and_copy)
         config = requant_config(small_vq16, few_images, out, tensorboard=True)
         assert train_autoencoder(config) == out
-    return config, out, init_codebooks, saved / CHECKPOINT_LAST
+    return config, out, init_codebooks, saved / LAST
 
 
 def test_requantize_changes_only_the_codebook(requant_run, small_vq16):
@@ -171,7 +172,7 @@ def test_requantized_autoencoder_loads_into_generator(requant_run, few_images):
 
 def test_resume_repeats_the_uninterrupted_run(requant_run, small_vq16, few_images, tmp_path):
     config, out, _, step6 = requant_run
-    shutil.copy(step6, tmp_path / CHECKPOINT_LAST)
+    shutil.copy(step6, tmp_path / LAST)
     assert torch.load(step6, weights_only=True)["step"] == 6
     train_autoencoder(requant_config(small_vq16, few_images, tmp_path))
     resumed = torch.load(tmp_path / "checkpoint.pth", weights_only=True)["state_dict"]
@@ -179,7 +180,7 @@ def test_resume_repeats_the_uninterrupted_run(requant_run, small_vq16, few_image
     for key in straight:
         assert torch.equal(resumed[key], straight[key]), key
 
-    shutil.copy(step6, tmp_path / CHECKPOINT_LAST)
+    shutil.copy(step6, tmp_path / LAST)
     with pytest.raises(ValueError, match=r"n_embed=32, this one n_embed=16"):
         train_autoencoder(requant_config(small_vq16, few_images, tmp_path, n_embed=16))
 

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import main
-from models.checkpoint import load_checkpoint_file
+from models.checkpoint_format import load_checkpoint_file
 from train_support import cached_tiny_config, digits_subset
 from training.metrics_log import read_metrics
 

@@ -16,7 +16,7 @@ from PIL import Image
 
 import main
 from cli_check import REPO, Files, assert_one_line_error, run_main
-from common.checkpoints import load_checkpoint_file
+from models.checkpoint_format import load_checkpoint_file
 from common.files import LOCK_NAME
 from conftest import dead_pid
 from common.config import given_options

@@ -23,10 +23,10 @@ def _worker(rank: int, port: int, config: dict, out):
                       LOCAL_RANK=str(rank))
     with start_processes(config["device"]):
         run = setup(TrainConfig(**config))
-        trainable = [name for name, p in run.model.named_parameters() if p.requires_grad]
-        initial = {name: run.model.state_dict()[name].clone() for name in trainable}
+        trainable = {name: p for name, p in run.model.named_parameters() if p.requires_grad}
+        initial = {name: p.detach().clone() for name, p in trainable.items()}
         fit(run)
-        final = {name: run.model.state_dict()[name].clone() for name in trainable}
+        final = {name: p.detach().clone() for name, p in trainable.items()}
         torch.save({"initial": initial, "final": final, "items": len(run.sampler)}, out / f"rank{rank}.pt")
         run.close()
 

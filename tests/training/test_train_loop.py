@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from models import load_model
-from models.checkpoint import load_checkpoint_file
+from models.checkpoint_format import load_checkpoint_file
 from train_support import FAST_ARGS, REPO, cached_tiny_config, digits_subset, tiny_config
 from training.metrics_log import read_metrics
 from training.config import TrainConfig
@@ -161,7 +161,7 @@ def test_grad_checkpointing_option_gives_the_same_step(config, tmp_path):
     def step(checkpointing: bool):
         run = setup(replace(config, output_dir=str(tmp_path / f"out{checkpointing}"), ema=False,
                             grad_checkpointing=checkpointing))
-        assert run.model.llama.grad_checkpointing is checkpointing
+        assert run.model.transformer.grad_checkpointing is checkpointing
         batch = batch_tokens(next(iter(run.loader)), run.model, run.device)
         torch.manual_seed(0)
         train_step(run.module, batch, run.optimizer, run.scaler, StepOptions(grad_clip=3.0))

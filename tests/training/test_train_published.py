@@ -6,7 +6,7 @@ import torch
 import yaml
 
 import main
-from models.checkpoint import load_checkpoint_file
+from models.checkpoint_format import load_checkpoint_file
 from train_support import REPO, digits_subset
 from training.config import TrainConfig
 from training.engine import setup

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import training.token_cache as token_cache
-from models.checkpoint import build_generator, read_config
+from models.checkpoint import build_generator
+from models.checkpoint_format import read_config
 from train_support import digits_subset, tiny_config
 from training.data import TenCropImageFolder
 from training.token_cache import CacheSpec, TokenCacheDataset, cache_spec, create_token_cache

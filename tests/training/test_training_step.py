@@ -8,7 +8,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from models import build_generator, load_model
-from models.checkpoint import read_config
+from models.checkpoint_format import read_config
 from training.engine import GeneratorLoss, train_step
 from training.optimization import StepOptions, build_optimizer
 
