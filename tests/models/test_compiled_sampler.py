@@ -61,6 +61,6 @@ def test_compilations_are_one_per_static_shape(runs):
     compile once each, the block step once per block size (64, then 32); a setting drawn again
     compiles nothing."""
     compiled, _, graphs = runs
-    block_sizes = {hi - lo for steps in SETTINGS for lo, hi in compiled.plan(steps).block_bounds}
+    block_sizes = {hi - lo for steps in SETTINGS for lo, hi in compiled.schedule(steps).block_bounds}
     assert block_sizes == {64, 32}
     assert graphs == [3 + len(block_sizes), 0]

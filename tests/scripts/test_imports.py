@@ -7,7 +7,7 @@ import pytest
 
 from conftest import REPO
 
-SCRIPT_FILES = sorted([*REPO.glob("*.py"), *REPO.glob("train_ae_codebook/main_*.py")])
+SCRIPT_FILES = sorted([*REPO.glob("*.py"), *REPO.glob("train_ae_codebook/main_*.py"), REPO / "tools" / "code_report.py"])
 SCRIPTS = {".".join(p.relative_to(REPO).with_suffix("").parts) for p in SCRIPT_FILES}
 LIBRARY = sorted(p for p in REPO.rglob("*.py")
                  if p not in SCRIPT_FILES and "tests" not in p.relative_to(REPO).parts)
