@@ -4,6 +4,8 @@ from pathlib import Path
 
 import torch
 
+from common.config import expand_path
+
 from .autoencoder import AutoencoderConfig, VQModel, autoencoder_state_dict_from_file
 from .checkpoint_format import CONFIG, LAST, load_checkpoint_file, load_state_dict_strict, read_config
 from .config import GeneratorConfig
@@ -15,8 +17,8 @@ def resolve_path(p, config_dir) -> Path:
     """A path a config names. Relative ones are tried against the config's own folder first, so that a
     model folder finds its own files whatever the working directory holds, then against the working
     directory, or for a config in the Hub cache its snapshot's root (the published configs name
-    `pretrained_models/...` from the published repository's root)."""
-    p = Path(p)
+    `pretrained_models/...` from the published repository's root). A leading ~ is the home folder."""
+    p = Path(expand_path(str(p)))
     if p.is_absolute():
         return p
     root = snapshot_root(config_dir) or Path()  # a Hub model's files come from its own snapshot only

@@ -1,11 +1,16 @@
-"""A leading ~ in a path is the home folder, in configs and on the command line (issue 23)."""
+"""A leading ~ in a path is the home folder, in configs (their options and their model section's paths) and on the command
+line (issue 23)."""
+import shutil
 from dataclasses import dataclass
 
 import pytest
+import torch
 
 import evaluator
 import main
 from common.config import ArgumentParser, add_arguments, command_line, given_options, make, option, yaml_section
+from models import build_generator
+from models.checkpoint_format import read_config
 from train_ae_codebook import main_train_ae
 from train_support import FAST_ARGS, digits_subset, tiny_config
 
@@ -45,3 +50,17 @@ def test_main_takes_tilde_paths_from_its_config_and_command_line(data, tiny_dir,
                                                                   str(home / "tb"))
     assert evaluator.get_args_parser().parse_args(["~/ref.npz", "~/sample"]).ref == str(home / "ref.npz")
     assert main_train_ae.get_args_parser().parse_args(["--config=~/ae.yaml"]).config == str(home / "ae.yaml")
+
+
+def test_a_model_sections_autoencoder_paths_take_a_tilde(tiny_dir, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    shutil.copytree(tiny_dir / "autoenc", home / "ae")
+    monkeypatch.setenv("HOME", str(home))
+    section, _ = read_config(tiny_dir / "config.yaml")
+    built = {}
+    for folder in ("~/ae", str(home / "ae")):
+        section["autoenc"] = {**section["autoenc"], "config_path": f"{folder}/autoencoder_config.yaml",
+                              "checkpoint_path": f"{folder}/checkpoint.pth"}
+        built[folder] = build_generator(section, tmp_path / "elsewhere", source="c.yaml").autoencoder.state_dict()
+    tilde, absolute = built.values()
+    assert tilde.keys() == absolute.keys() and all(torch.equal(tilde[k], absolute[k]) for k in tilde)
