@@ -1,5 +1,5 @@
-"""A leading ~ in a path is the home folder, in configs (their options and their model section's paths) and on the command
-line (issue 23)."""
+"""A leading ~ in a path is the home folder, in configs (their options and their model section's
+paths) and on the command line (issue 23)."""
 import shutil
 from dataclasses import dataclass
 
