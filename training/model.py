@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 
 from common.distributed import Placement
-from models.checkpoint_format import load_state_dict_strict
 from models.checkpoint import build_generator
+from models.checkpoint_format import load_state_dict_strict
 from models.generator import CheckerboardGenerator
 from training.checkpoint import Resumed, init_weights_from, load_training_checkpoint
 from training.config import TrainConfig
